@@ -1,0 +1,152 @@
+/**
+ * One AMQP channel as a scoped resource.
+ *
+ * A channel dies on its own when the broker refuses an operation on it (404
+ * NOT_FOUND, 406 PRECONDITION_FAILED, ...) while the connection stays up, and
+ * with its connection. `closed` tells which: {@link ChannelClosed} carries the
+ * broker's reply code when the broker closed the channel, and none when the
+ * connection went away. Every broker operation goes through `call`, which
+ * turns amqplib's rejections into a typed {@link ChannelError}.
+ *
+ * @since 0.1.0
+ */
+import type * as amqp from "amqplib"
+import { Data, Deferred, Effect, Exit, type Scope } from "effect"
+import type { Connection } from "./Connection.ts"
+
+/**
+ * A broker operation on the channel failed.
+ *
+ * @since 0.1.0
+ */
+export class ChannelError extends Data.TaggedError("ChannelError")<{
+  readonly operation: string
+  /** The AMQP reply code when the broker refused the operation (e.g. 404, 406). */
+  readonly code: number | undefined
+  readonly reason: string
+}> {
+  override get message() {
+    return `${this.operation} failed: ${this.reason}`
+  }
+}
+
+/**
+ * The channel is closed.
+ *
+ * @since 0.1.0
+ */
+export class ChannelClosed extends Data.TaggedError("ChannelClosed")<{
+  /** The broker's reply code when the broker closed the channel; undefined when the connection went away. */
+  readonly code: number | undefined
+  readonly reason: string
+}> {
+  override get message() {
+    return `channel closed: ${this.reason}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ChannelOptions {
+  /** Unacknowledged deliveries the broker may send at once (basic.qos). */
+  readonly prefetch?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface Channel<C extends amqp.Channel = amqp.Channel> {
+  /** Fails with {@link ChannelClosed} once the channel is closed; never succeeds. */
+  readonly closed: Effect.Effect<never, ChannelClosed>
+  readonly isOpen: () => boolean
+  /** Runs one amqplib operation on the channel. */
+  readonly call: <A>(operation: string, f: (channel: C) => Promise<A>) => Effect.Effect<A, ChannelError>
+  /** The amqplib channel, for synchronous calls (ack, publish) that must not wait for a fiber. */
+  readonly raw: C
+}
+
+const replyCode = (error: unknown): number | undefined => {
+  if (typeof error === "object" && error !== null && "code" in error && typeof error.code === "number") {
+    return error.code
+  }
+  return undefined
+}
+
+const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * Opens a channel on `connection`, closed when the scope closes.
+ *
+ * @since 0.1.0
+ */
+export const make = (
+  connection: Connection,
+  options: ChannelOptions = {}
+): Effect.Effect<Channel, ChannelError, Scope.Scope> => open(() => connection.model.createChannel(), options)
+
+/**
+ * Opens a channel in confirm mode (the broker acks or nacks every publish),
+ * closed when the scope closes.
+ *
+ * @since 0.1.0
+ */
+export const makeConfirm = (
+  connection: Connection,
+  options: ChannelOptions = {}
+): Effect.Effect<Channel<amqp.ConfirmChannel>, ChannelError, Scope.Scope> =>
+  open(() => connection.model.createConfirmChannel(), options)
+
+const open = <C extends amqp.Channel>(
+  create: () => Promise<C>,
+  options: ChannelOptions
+): Effect.Effect<Channel<C>, ChannelError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const closed = yield* Deferred.make<never, ChannelClosed>()
+    let alive = false
+    let serverError: { code: number | undefined; reason: string } | undefined
+
+    const attach = (channel: C): C => {
+      alive = true
+      // The broker closes a channel with an error frame: amqplib emits
+      // `error` (with the reply code), then `close`.
+      channel.on("error", (error: Error) => {
+        serverError = { code: replyCode(error), reason: error.message }
+      })
+      channel.on("close", () => {
+        alive = false
+        Deferred.doneUnsafe(
+          closed,
+          Exit.fail(
+            new ChannelClosed(serverError ?? { code: undefined, reason: "connection closed" })
+          )
+        )
+      })
+      channel.on("handler-error", () => {})
+      return channel
+    }
+
+    const raw = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => create().then(attach),
+        catch: (error) => new ChannelError({ operation: "open channel", code: replyCode(error), reason: errorText(error) })
+      }),
+      (channel) =>
+        alive
+          ? Effect.tryPromise(() => channel.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+          : Effect.void
+    )
+
+    const call = <A>(operation: string, f: (channel: C) => Promise<A>) =>
+      Effect.tryPromise({
+        try: () => f(raw),
+        catch: (error) => new ChannelError({ operation, code: replyCode(error), reason: errorText(error) })
+      })
+
+    if (options.prefetch !== undefined) {
+      const prefetch = options.prefetch
+      yield* call("basic.qos", (channel) => channel.prefetch(prefetch))
+    }
+
+    return { closed: Deferred.await(closed), isOpen: () => alive, call, raw } satisfies Channel<C>
+  })

@@ -1,0 +1,81 @@
+/**
+ * The worker's configuration from the environment, read with effect `Config`.
+ * A value that does not parse stops start-up with an error naming the
+ * variable; the broker URL is read as a redacted secret, so the password never
+ * reaches a log line.
+ *
+ * | variable                 | default                              |
+ * | ------------------------ | ------------------------------------ |
+ * | `AMQP_URL`               | `amqp://guest:guest@127.0.0.1:5672`  |
+ * | `AMQP_PREFETCH`          | 20 (1 to 65535)                      |
+ * | `AMQP_HEARTBEAT_SECONDS` | 10 (0 turns heartbeats off)          |
+ * | `AMQP_CONNECTION_NAME`   | `effect-rabbitmq-worker`             |
+ * | `RECONNECT_BASE_MS`      | 200                                  |
+ * | `RECONNECT_MAX_MS`       | 30000                                |
+ * | `SHUTDOWN_GRACE_MS`      | 10000                                |
+ *
+ * `LOG_LEVEL` and `LOG_FORMAT` are read by {@link Logging}.
+ *
+ * @since 0.1.0
+ */
+import { Config, Duration, Redacted, Schema, SchemaIssue } from "effect"
+import type { WorkerOptions } from "./Worker.ts"
+
+/**
+ * An `amqp://` or `amqps://` URL. The failure message never repeats the value:
+ * it may hold a password.
+ *
+ * @since 0.1.0
+ */
+export const AmqpUrl = Schema.String.check(Schema.makeFilter((url: string) => {
+  try {
+    const parsed = new URL(url)
+    return parsed.protocol === "amqp:" || parsed.protocol === "amqps:"
+      ? undefined
+      : "must start with amqp:// or amqps://"
+  } catch {
+    return "is not a valid URL"
+  }
+}))
+
+const invalid = (path: ReadonlyArray<string>, message: string) =>
+  Config.fail(new Schema.SchemaError(new SchemaIssue.Pointer(path, new SchemaIssue.InvalidValue({ message }))))
+
+const int = (name: string, minimum: number, maximum: number, fallback: number) =>
+  Config.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })), name).pipe(Config.withDefault(fallback))
+
+/**
+ * @since 0.1.0
+ */
+export const DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672"
+
+/**
+ * Worker options from the environment.
+ *
+ * @since 0.1.0
+ */
+export const workerOptions: Config.Config<WorkerOptions> = Config.all({
+  url: Config.schema(Schema.Redacted(AmqpUrl), "AMQP_URL").pipe(Config.withDefault(Redacted.make(DEFAULT_URL))),
+  prefetch: int("AMQP_PREFETCH", 1, 65535, 20),
+  heartbeatSeconds: int("AMQP_HEARTBEAT_SECONDS", 0, 3600, 10),
+  connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-rabbitmq-worker")),
+  reconnectBaseMs: int("RECONNECT_BASE_MS", 1, 3_600_000, 200),
+  reconnectMaxMs: int("RECONNECT_MAX_MS", 1, 3_600_000, 30_000),
+  shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 0, 3_600_000, 10_000)
+}).pipe(
+  Config.flatMap((c) =>
+    c.reconnectMaxMs < c.reconnectBaseMs
+      ? invalid(["RECONNECT_MAX_MS"], `must not be below RECONNECT_BASE_MS (${c.reconnectBaseMs})`)
+      : Config.succeed(c)
+  ),
+  Config.map((c): WorkerOptions => ({
+    connection: { url: c.url, heartbeatSeconds: c.heartbeatSeconds, name: c.connectionName },
+    prefetch: c.prefetch,
+    shutdownGrace: Duration.millis(c.shutdownGraceMs),
+    reconnect: {
+      base: Duration.millis(c.reconnectBaseMs),
+      max: Duration.millis(c.reconnectMaxMs),
+      healthyAfter: Duration.seconds(5)
+    }
+  }))
+)

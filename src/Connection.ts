@@ -1,0 +1,146 @@
+/**
+ * One AMQP connection as a scoped resource.
+ *
+ * `make` opens an amqplib connection, attaches listeners for every event that
+ * could otherwise crash the process (`error` with no listener throws), and
+ * closes the connection when the scope closes. `lost` fails with
+ * {@link ConnectionLost} once the connection is gone for any reason: the
+ * broker closed it, the socket died, or heartbeats stopped arriving on a
+ * half-open socket. Nothing here reconnects: that is the job of
+ * {@link Reconnect} and {@link Session}.
+ *
+ * @since 0.1.0
+ */
+import * as amqp from "amqplib"
+import { Data, Deferred, Duration, Effect, Exit, Redacted, type Scope } from "effect"
+
+/**
+ * @since 0.1.0
+ */
+export interface ConnectionOptions {
+  /** `amqp://user:password@host:port/vhost` (or `amqps://`). Kept redacted: it holds the password. */
+  readonly url: Redacted.Redacted<string>
+  /** Heartbeat interval; a dead peer is noticed after about twice this. 0 disables heartbeats. Default 10. */
+  readonly heartbeatSeconds?: number | undefined
+  /** TCP connect plus AMQP handshake must finish within this. Default 10 seconds. */
+  readonly connectTimeout?: Duration.Input | undefined
+  /** Shown by the broker (`rabbitmqctl list_connections name`). */
+  readonly name?: string | undefined
+}
+
+/**
+ * Opening the connection failed (refused, timed out, bad credentials).
+ *
+ * @since 0.1.0
+ */
+export class ConnectError extends Data.TaggedError("ConnectError")<{
+  readonly server: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `cannot connect to ${this.server}: ${this.reason}`
+  }
+}
+
+/**
+ * An open connection is gone.
+ *
+ * @since 0.1.0
+ */
+export class ConnectionLost extends Data.TaggedError("ConnectionLost")<{
+  readonly server: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `connection to ${this.server} lost: ${this.reason}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface Connection {
+  /** The broker address without credentials, safe to log. */
+  readonly server: string
+  /** Fails with {@link ConnectionLost} when the connection is gone; never succeeds. */
+  readonly lost: Effect.Effect<never, ConnectionLost>
+  readonly isOpen: () => boolean
+  /** The amqplib connection, for {@link Channel} only. */
+  readonly model: amqp.ChannelModel
+}
+
+/**
+ * The address of a broker URL with user and password removed, for logs.
+ *
+ * @since 0.1.0
+ */
+export const describeUrl = (url: Redacted.Redacted<string>): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    const vhost = parsed.pathname.length > 1 ? parsed.pathname : ""
+    return `${parsed.protocol}//${parsed.host}${vhost}`
+  } catch {
+    return "<invalid AMQP URL>"
+  }
+}
+
+const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string => {
+  const parsed = new URL(Redacted.value(url))
+  parsed.searchParams.set("heartbeat", String(seconds))
+  return parsed.toString()
+}
+
+const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * Opens a connection that is closed when the scope closes.
+ *
+ * @since 0.1.0
+ */
+export const make = (options: ConnectionOptions): Effect.Effect<Connection, ConnectError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const server = describeUrl(options.url)
+    const lost = yield* Deferred.make<never, ConnectionLost>()
+    let open = false
+    let lastError: string | undefined
+
+    const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds"))
+
+    const model = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () =>
+          amqp.connect(withHeartbeat(options.url, options.heartbeatSeconds ?? 10), {
+            timeout,
+            clientProperties: options.name === undefined ? {} : { connection_name: options.name }
+          }).then((model) => {
+            // Listeners go on before any event can fire: an `error` event
+            // without a listener would crash the process.
+            open = true
+            model.on("error", (error: Error) => {
+              lastError = error.message
+            })
+            model.on("close", (error?: Error) => {
+              open = false
+              const reason = error?.message ?? lastError ?? "closed"
+              Deferred.doneUnsafe(lost, Exit.fail(new ConnectionLost({ server, reason })))
+            })
+            model.on("handler-error", () => {})
+            return model
+          }),
+        catch: (error) => new ConnectError({ server, reason: errorText(error) })
+      }),
+      (model) =>
+        open
+          // close() waits for the broker's close-ok; on a half-open socket
+          // that never comes, and heartbeats end the socket later.
+          ? Effect.tryPromise(() => model.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+          : Effect.void
+    )
+
+    return {
+      server,
+      lost: Deferred.await(lost),
+      isOpen: () => open,
+      model
+    } satisfies Connection
+  })

@@ -1,0 +1,25 @@
+/**
+ * What a handler sees of a delivery besides its decoded body: the AMQP
+ * properties and delivery fields, as plain read-only data.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ */
+export interface Message {
+  /** The `message-id` property set by the publisher, if any. */
+  readonly id: string | undefined
+  /** The queue the message was consumed from. */
+  readonly queue: string
+  /** True when the broker delivered this message before (to this or another consumer). */
+  readonly redelivered: boolean
+  readonly exchange: string
+  readonly routingKey: string
+  readonly headers: Readonly<Record<string, unknown>>
+  readonly contentType: string | undefined
+  readonly correlationId: string | undefined
+  /** The raw body, before decoding. */
+  readonly content: Uint8Array
+}

@@ -1,0 +1,65 @@
+/**
+ * The worker's observable state: is it connected, is every consumer
+ * subscribed, and if not, what is it waiting for. Readiness checks, tests and
+ * operators read it; only the worker writes it.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * - `connecting`: the first connection attempt is under way;
+ * - `connected`: a connection is open (consumers may still be subscribing);
+ * - `reconnecting`: the last attempt failed or the connection was lost, the
+ *   next attempt is `nextRetryMs` away;
+ * - `stopping`: shutdown began.
+ *
+ * @since 0.1.0
+ */
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopping"
+
+/**
+ * @since 0.1.0
+ */
+export interface Status {
+  readonly connection: ConnectionState
+  /** Failed attempts since the last healthy connection. */
+  readonly attempt: number
+  /** The delay before the next attempt, while reconnecting. */
+  readonly nextRetryMs?: number | undefined
+  /** Why the last connection or attempt ended. */
+  readonly lastError?: string | undefined
+  /** Per consumer (by queue): subscribed right now or not. */
+  readonly consumers: Readonly<Record<string, boolean>>
+}
+
+/**
+ * @since 0.1.0
+ */
+export const initial = (consumers: ReadonlyArray<string>): Status => ({
+  connection: "connecting",
+  attempt: 0,
+  consumers: Object.fromEntries(consumers.map((name) => [name, false]))
+})
+
+/**
+ * Ready to take messages: connected, and every consumer is subscribed.
+ *
+ * @since 0.1.0
+ */
+export const isReady = (status: Status): boolean =>
+  status.connection === "connected" && Object.values(status.consumers).every((subscribed) => subscribed)
+
+/**
+ * Unique names for consumers, by queue (`tasks`, `tasks#2` for a second
+ * consumer of the same queue).
+ *
+ * @since 0.1.0
+ */
+export const consumerNames = (queues: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const seen = new Map<string, number>()
+  return queues.map((queue) => {
+    const n = (seen.get(queue) ?? 0) + 1
+    seen.set(queue, n)
+    return n === 1 ? queue : `${queue}#${n}`
+  })
+}

@@ -1,0 +1,17 @@
+/**
+ * A RabbitMQ consumer worker on Effect: typed handlers, reconnection with
+ * backoff, graceful shutdown, no lost messages.
+ *
+ * @since 0.1.0
+ */
+export * as Channel from "./Channel.ts"
+export * as Connection from "./Connection.ts"
+export * as Consumer from "./Consumer.ts"
+export * as Logging from "./Logging.ts"
+export type { Message } from "./Message.ts"
+export * as Outcome from "./Outcome.ts"
+export * as Reconnect from "./Reconnect.ts"
+export * as Session from "./Session.ts"
+export * as Status from "./Status.ts"
+export * as Worker from "./Worker.ts"
+export * as WorkerConfig from "./Config.ts"

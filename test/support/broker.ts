@@ -1,0 +1,176 @@
+/**
+ * Test support for talking to the real broker: an admin connection that
+ * publishes and inspects, unique queue names that are deleted afterwards, and
+ * `rabbitmqctl` for what only the broker can do (close a client's connection,
+ * stop and start the app, count unacked messages).
+ */
+import * as amqp from "amqplib"
+import { execFile } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import { Effect, Redacted, type Scope } from "effect"
+
+export const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
+export const url = Redacted.make(URL)
+
+/** A name no other test (or earlier run) uses. */
+export const uniqueName = (prefix: string) => `test-${prefix}-${randomUUID().slice(0, 8)}`
+
+export const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+  Effect.callback<string, Error>((resume) => {
+    execFile("rabbitmqctl", [...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+      resume(error ? Effect.fail(new Error(`rabbitmqctl ${args.join(" ")}: ${stderr || error.message}`)) : Effect.succeed(stdout))
+    })
+  }).pipe(Effect.orDie)
+
+const json = <A>(args: ReadonlyArray<string>) =>
+  Effect.map(rabbitmqctl(...args, "--formatter", "json", "--quiet"), (out) => JSON.parse(out.trim() || "[]") as A)
+
+interface ConnectionRow {
+  readonly pid: string
+  readonly name: string
+  readonly client_properties: ReadonlyArray<readonly [string, string, unknown]>
+}
+
+/** The broker's names of the connections a client opened with `connection_name` = `clientName`. */
+export const connectionsNamed = (clientName: string) =>
+  Effect.map(
+    json<ReadonlyArray<ConnectionRow>>(["list_connections", "pid", "name", "client_properties"]),
+    (rows) =>
+      rows.filter((row) => row.client_properties.some(([key, , value]) => key === "connection_name" && value === clientName))
+  )
+
+/** Closes, from the broker side, every connection the client named `clientName`. */
+export const closeConnectionsNamed = (clientName: string) =>
+  Effect.gen(function*() {
+    const rows = yield* connectionsNamed(clientName)
+    for (const row of rows) yield* rabbitmqctl("close_connection", row.name, "test: closed by the broker")
+    return rows.length
+  })
+
+/** Channels open on the connections named `clientName`. */
+export const channelsOf = (clientName: string) =>
+  Effect.gen(function*() {
+    const pids = new Set((yield* connectionsNamed(clientName)).map((row) => row.pid))
+    const channels = yield* json<ReadonlyArray<{ readonly connection: string }>>(["list_channels", "connection"])
+    return channels.filter((channel) => pids.has(channel.connection)).length
+  })
+
+export interface QueueCounts {
+  readonly ready: number
+  readonly unacked: number
+  readonly consumers: number
+}
+
+/** Ready and unacknowledged messages and consumers of a queue, as the broker counts them. */
+export const queueCounts = (queue: string) =>
+  Effect.gen(function*() {
+    const rows = yield* json<ReadonlyArray<{ name: string; messages_ready: number; messages_unacknowledged: number; consumers: number }>>(
+      ["list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"]
+    )
+    const row = rows.find((r) => r.name === queue)
+    if (row === undefined) return yield* Effect.die(new Error(`queue ${queue} does not exist`))
+    return { ready: row.messages_ready, unacked: row.messages_unacknowledged, consumers: row.consumers } satisfies QueueCounts
+  })
+
+/** Polls until `check` holds (or dies after `timeoutMs`). */
+export const eventually = <A>(
+  what: string,
+  read: Effect.Effect<A>,
+  check: (a: A) => boolean,
+  timeoutMs = 20_000,
+  intervalMs = 100
+) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + timeoutMs
+    let last: A = yield* read
+    while (!check(last)) {
+      if (Date.now() > deadline) {
+        return yield* Effect.die(new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(last)}`))
+      }
+      yield* Effect.sleep(intervalMs)
+      last = yield* read
+    }
+    return last
+  })
+
+export interface Admin {
+  /** Declares a durable queue with a unique name, deleted when the scope closes. */
+  readonly queue: (
+    prefix: string,
+    options?: amqp.Options.AssertQueue
+  ) => Effect.Effect<string, never, Scope.Scope>
+  /** Publishes persistent messages and waits for the broker's confirms. */
+  readonly publish: (
+    queue: string,
+    messages: ReadonlyArray<{ readonly body: string | Buffer; readonly options?: amqp.Options.Publish }>
+  ) => Effect.Effect<void>
+  /** Publishes tasks `{ id }` with `messageId` = id. */
+  readonly publishTasks: (queue: string, ids: ReadonlyArray<string>) => Effect.Effect<void>
+  /** Takes every message now ready in the queue (and acks them). */
+  readonly drainQueue: (queue: string) => Effect.Effect<ReadonlyArray<amqp.GetMessage>>
+  /** Messages ready in the queue (queue.declare passive). */
+  readonly ready: (queue: string) => Effect.Effect<number>
+  readonly deleteQueue: (queue: string) => Effect.Effect<void>
+  readonly channel: amqp.ConfirmChannel
+}
+
+/** A connection for the test itself, closed when the scope closes. */
+export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(function*() {
+  const connection = yield* Effect.acquireRelease(
+    Effect.promise(() => amqp.connect(URL, { clientProperties: { connection_name: "test-admin" } })),
+    (c) => Effect.promise(() => c.close().catch(() => undefined))
+  )
+  connection.on("error", () => {})
+  const channel = yield* Effect.promise(() => connection.createConfirmChannel())
+  channel.on("error", () => {})
+
+  const publish: Admin["publish"] = (queue, messages) =>
+    Effect.promise(async () => {
+      for (const message of messages) {
+        channel.sendToQueue(queue, typeof message.body === "string" ? Buffer.from(message.body) : message.body, {
+          persistent: true,
+          ...message.options
+        })
+      }
+      await channel.waitForConfirms()
+    })
+
+  const deleteQueue = (queue: string) =>
+    Effect.promise(async () => {
+      // A connection of its own: a test may have closed the admin's (broker
+      // restart, close_all_connections).
+      const c = await amqp.connect(URL)
+      c.on("error", () => {})
+      const ch = await c.createChannel()
+      ch.on("error", () => {})
+      await ch.deleteQueue(queue).catch(() => undefined)
+      await c.close().catch(() => undefined)
+    })
+
+  return {
+    channel,
+    queue: (prefix, options) =>
+      Effect.acquireRelease(
+        Effect.promise(async () => {
+          const name = uniqueName(prefix)
+          await channel.assertQueue(name, { durable: true, ...options })
+          return name
+        }),
+        (name) => deleteQueue(name).pipe(Effect.ignore)
+      ),
+    publish,
+    publishTasks: (queue, ids) =>
+      publish(queue, ids.map((id) => ({ body: JSON.stringify({ id }), options: { messageId: id } }))),
+    drainQueue: (queue) =>
+      Effect.promise(async () => {
+        const out: Array<amqp.GetMessage> = []
+        while (true) {
+          const message = await channel.get(queue, { noAck: true })
+          if (message === false) return out
+          out.push(message)
+        }
+      }),
+    ready: (queue) => Effect.promise(() => channel.checkQueue(queue).then((q) => q.messageCount)),
+    deleteQueue
+  }
+})

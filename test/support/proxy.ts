@@ -1,0 +1,98 @@
+/**
+ * A TCP proxy in front of the broker that a test can break on purpose:
+ * - `pause()` silently drops every byte both ways without closing anything,
+ *   like a network that went dark: only heartbeats can tell the client;
+ * - `cut()` destroys every connection, like a socket reset;
+ * - `stop()` / `start()` close and reopen the listening port, like a broker
+ *   that is down (connection refused) and comes back.
+ */
+import * as net from "node:net"
+import { Effect, type Scope } from "effect"
+
+export interface Proxy {
+  readonly port: number
+  readonly url: string
+  readonly pause: () => void
+  readonly resume: () => void
+  readonly cut: () => void
+  readonly stop: () => Effect.Effect<void>
+  readonly start: () => Effect.Effect<void>
+  /** Client connections accepted so far. */
+  readonly accepted: () => number
+}
+
+const listen = (server: net.Server, port: number) =>
+  Effect.callback<number>((resume) => {
+    server.listen(port, "127.0.0.1", () => {
+      const address = server.address()
+      resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : port))
+    })
+  })
+
+export const make = (
+  target: { readonly host: string; readonly port: number } = { host: "127.0.0.1", port: 5672 },
+  options: { readonly listening?: boolean } = {}
+): Effect.Effect<Proxy, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    let paused = false
+    let accepted = 0
+    const sockets = new Set<net.Socket>()
+
+    const server = net.createServer((client) => {
+      accepted++
+      const upstream = net.connect(target.port, target.host)
+      sockets.add(client)
+      sockets.add(upstream)
+      const pipe = (from: net.Socket, to: net.Socket) => {
+        from.on("data", (chunk) => {
+          if (!paused) to.write(chunk)
+        })
+        from.on("close", () => {
+          sockets.delete(from)
+          // While paused the other side must not learn of it: half-open.
+          if (!paused) to.destroy()
+        })
+        from.on("error", () => {})
+      }
+      pipe(client, upstream)
+      pipe(upstream, client)
+    })
+
+    // Reserve a free port, then keep using it across stop/start.
+    const port = yield* listen(server, 0)
+    if (options.listening === false) {
+      yield* Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      })
+    }
+
+    const cut = () => {
+      for (const socket of sockets) socket.destroy()
+      sockets.clear()
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        cut()
+        server.close()
+      })
+    )
+
+    return {
+      port,
+      url: `amqp://guest:guest@127.0.0.1:${port}`,
+      pause: () => {
+        paused = true
+      },
+      resume: () => {
+        paused = false
+      },
+      cut,
+      stop: () =>
+        Effect.callback<void>((resume) => {
+          server.close(() => resume(Effect.void))
+          cut()
+        }),
+      start: () => Effect.asVoid(listen(server, port)),
+      accepted: () => accepted
+    }
+  })
