@@ -10,6 +10,8 @@ export default defineConfig({
     // (stop_app, close_all_connections) from reaching another file's test.
     fileParallelism: false,
     // Worker logs are printed only for the tests that fail.
-    silent: "passed-only"
+    silent: "passed-only",
+    // The JSON report is what .ci/run counts passed and failed tests from.
+    reporters: ["default", ["json", { outputFile: ".vitest-report.json" }]]
   }
 })

@@ -137,8 +137,15 @@ export const make = <S extends Schema.Top, E, R>(
       (ready) =>
         consumeOnChannel(connection, { prefetch, concurrency, settings, ready }).pipe(
           // A channel that closed with its connection needs no new channel: the
-          // session ends and the next one starts this consumer again.
-          Effect.catch((error) => connection.isOpen() ? Effect.fail(error) : Effect.never)
+          // session ends and the next one starts this consumer again. (A
+          // channel closed by the broker carries a reply code; one closed with
+          // its connection does not, and its `close` event comes before the
+          // connection's.)
+          Effect.catch((error) =>
+            (error._tag === "ChannelClosed" && error.code === undefined) || !connection.isOpen()
+              ? Effect.never
+              : Effect.fail(error)
+          )
         )
     ).pipe(Effect.annotateLogs({ queue }))
   }

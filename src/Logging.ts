@@ -36,8 +36,12 @@ export const options = Config.all({
 /**
  * @since 0.1.0
  */
-export const layerConfig: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(
+export const load: Effect.Effect<{ readonly format: LogFormat; readonly level: LogLevel.LogLevel }, Config.ConfigError> =
   Effect.gen(function*() {
-    return layer(yield* options)
+    return yield* options
   })
-)
+
+/**
+ * @since 0.1.0
+ */
+export const layerConfig: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(Effect.map(load, layer))

@@ -45,19 +45,18 @@ const worker = Effect.gen(function*() {
   return yield* Worker.run(options, [tasks])
 })
 
+const logFailure = (cause: Cause.Cause<unknown>) => {
+  if (Cause.hasInterruptsOnly(cause)) return Effect.void
+  const error = Cause.squash(cause)
+  return error instanceof Config.ConfigError
+    ? Effect.logError(`invalid configuration: ${error.cause.message}`)
+    : Effect.logError("worker stopped on an error", cause)
+}
+
 const main = Effect.gen(function*() {
-  const logging = yield* Logging.options
-  return yield* worker.pipe(
-    Effect.tapCause((cause) =>
-      Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("worker stopped on an error", cause)
-    ),
-    Effect.provide(Logging.layer(logging))
-  )
-}).pipe(
-  // Errors of the worker were logged above in the configured format; this
-  // only catches a bad LOG_FORMAT or LOG_LEVEL.
-  Effect.tapError((error) => Effect.logError(error.message))
-)
+  const logging = yield* Logging.load.pipe(Effect.tapCause(logFailure))
+  return yield* worker.pipe(Effect.tapCause(logFailure), Effect.provide(Logging.layer(logging)))
+})
 
 /** A drained shutdown (interruption by SIGTERM/SIGINT) is a success: exit 0. */
 const teardown: Runtime.Teardown = (exit, onExit) =>

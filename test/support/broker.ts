@@ -25,34 +25,35 @@ export const rabbitmqctl = (...args: ReadonlyArray<string>) =>
 const json = <A>(args: ReadonlyArray<string>) =>
   Effect.map(rabbitmqctl(...args, "--formatter", "json", "--quiet"), (out) => JSON.parse(out.trim() || "[]") as A)
 
-interface ConnectionRow {
-  readonly pid: string
-  readonly name: string
-  readonly client_properties: ReadonlyArray<readonly [string, string, unknown]>
-}
+/** `rabbitmqctl list_...` rows as tab-separated columns (the plain format prints pids as `close_connection` takes them). */
+const rows = (...args: ReadonlyArray<string>) =>
+  Effect.map(
+    rabbitmqctl(...args, "--quiet", "--no-table-headers"),
+    (out) => out.split("\n").filter((line) => line.trim().length > 0).map((line) => line.split("\t"))
+  )
 
-/** The broker's names of the connections a client opened with `connection_name` = `clientName`. */
+/** The pids of the connections a client opened with `connection_name` = `clientName`. */
 export const connectionsNamed = (clientName: string) =>
   Effect.map(
-    json<ReadonlyArray<ConnectionRow>>(["list_connections", "pid", "name", "client_properties"]),
-    (rows) =>
-      rows.filter((row) => row.client_properties.some(([key, , value]) => key === "connection_name" && value === clientName))
+    rows("list_connections", "pid", "client_properties"),
+    (lines) =>
+      lines.filter(([, properties]) => properties?.includes(`{"connection_name","${clientName}"}`)).map(([pid]) => pid!)
   )
 
 /** Closes, from the broker side, every connection the client named `clientName`. */
 export const closeConnectionsNamed = (clientName: string) =>
   Effect.gen(function*() {
-    const rows = yield* connectionsNamed(clientName)
-    for (const row of rows) yield* rabbitmqctl("close_connection", row.name, "test: closed by the broker")
-    return rows.length
+    const pids = yield* connectionsNamed(clientName)
+    for (const pid of pids) yield* rabbitmqctl("close_connection", pid, "test: closed by the broker")
+    return pids.length
   })
 
 /** Channels open on the connections named `clientName`. */
 export const channelsOf = (clientName: string) =>
   Effect.gen(function*() {
-    const pids = new Set((yield* connectionsNamed(clientName)).map((row) => row.pid))
-    const channels = yield* json<ReadonlyArray<{ readonly connection: string }>>(["list_channels", "connection"])
-    return channels.filter((channel) => pids.has(channel.connection)).length
+    const pids = new Set(yield* connectionsNamed(clientName))
+    const channels = yield* rows("list_channels", "connection")
+    return channels.filter(([pid]) => pids.has(pid!)).length
   })
 
 export interface QueueCounts {

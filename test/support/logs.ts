@@ -21,7 +21,8 @@ export const capture = () => {
     })
   })
   const layer = Layer.mergeAll(
-    Logger.layer([logger]),
+    // Also printed: vitest shows them for failed tests only.
+    Logger.layer([logger, Logger.consolePretty({ colors: false })]),
     Layer.succeed(References.MinimumLogLevel, "Debug")
   )
   return {

@@ -2,6 +2,8 @@
  * A TCP proxy in front of the broker that a test can break on purpose:
  * - `pause()` silently drops every byte both ways without closing anything,
  *   like a network that went dark: only heartbeats can tell the client;
+ * - `hold()` delays everything the broker sends until `release()`, like a slow
+ *   network: nothing is lost, it only arrives later;
  * - `cut()` destroys every connection, like a socket reset;
  * - `stop()` / `start()` close and reopen the listening port, like a broker
  *   that is down (connection refused) and comes back.
@@ -14,6 +16,8 @@ export interface Proxy {
   readonly url: string
   readonly pause: () => void
   readonly resume: () => void
+  readonly hold: () => void
+  readonly release: () => void
   readonly cut: () => void
   readonly stop: () => Effect.Effect<void>
   readonly start: () => Effect.Effect<void>
@@ -35,6 +39,7 @@ export const make = (
 ): Effect.Effect<Proxy, never, Scope.Scope> =>
   Effect.gen(function*() {
     let paused = false
+    let held: Array<() => void> | undefined
     let accepted = 0
     const sockets = new Set<net.Socket>()
 
@@ -43,9 +48,11 @@ export const make = (
       const upstream = net.connect(target.port, target.host)
       sockets.add(client)
       sockets.add(upstream)
-      const pipe = (from: net.Socket, to: net.Socket) => {
+      const pipe = (from: net.Socket, to: net.Socket, holdable: boolean) => {
         from.on("data", (chunk) => {
-          if (!paused) to.write(chunk)
+          if (paused) return
+          if (holdable && held !== undefined) held.push(() => to.write(chunk))
+          else to.write(chunk)
         })
         from.on("close", () => {
           sockets.delete(from)
@@ -54,8 +61,8 @@ export const make = (
         })
         from.on("error", () => {})
       }
-      pipe(client, upstream)
-      pipe(upstream, client)
+      pipe(client, upstream, false)
+      pipe(upstream, client, true)
     })
 
     // Reserve a free port, then keep using it across stop/start.
@@ -85,6 +92,14 @@ export const make = (
       },
       resume: () => {
         paused = false
+      },
+      hold: () => {
+        held ??= []
+      },
+      release: () => {
+        const writes = held ?? []
+        held = undefined
+        for (const write of writes) write()
       },
       cut,
       stop: () =>

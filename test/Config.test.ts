@@ -1,0 +1,95 @@
+/**
+ * Configuration from the environment: defaults, parsing, and errors that name
+ * the variable without echoing a secret.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Redacted } from "effect"
+import * as WorkerConfig from "../src/Config.ts"
+import * as Connection from "../src/Connection.ts"
+import * as Logging from "../src/Logging.ts"
+
+const load = (env: Record<string, string>) =>
+  Effect.gen(function*() {
+    return yield* WorkerConfig.workerOptions
+  }).pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env))))
+
+describe("WorkerConfig", () => {
+  it.effect("has defaults for everything", () =>
+    Effect.gen(function*() {
+      const options = yield* load({})
+      assert.strictEqual(Redacted.value(options.connection.url), "amqp://guest:guest@127.0.0.1:5672")
+      assert.strictEqual(options.connection.heartbeatSeconds, 10)
+      assert.strictEqual(options.prefetch, 20)
+      assert.deepStrictEqual(options.shutdownGrace, Duration.seconds(10))
+      assert.deepStrictEqual(options.reconnect?.base, Duration.millis(200))
+      assert.deepStrictEqual(options.reconnect?.max, Duration.millis(30_000))
+    }))
+
+  it.effect("reads every variable", () =>
+    Effect.gen(function*() {
+      const options = yield* load({
+        AMQP_URL: "amqps://u:p@broker.example:5671/prod",
+        AMQP_PREFETCH: "50",
+        AMQP_HEARTBEAT_SECONDS: "0",
+        AMQP_CONNECTION_NAME: "billing",
+        RECONNECT_BASE_MS: "100",
+        RECONNECT_MAX_MS: "5000",
+        SHUTDOWN_GRACE_MS: "2500"
+      })
+      assert.strictEqual(Redacted.value(options.connection.url), "amqps://u:p@broker.example:5671/prod")
+      assert.strictEqual(options.connection.heartbeatSeconds, 0)
+      assert.strictEqual(options.connection.name, "billing")
+      assert.strictEqual(options.prefetch, 50)
+      assert.deepStrictEqual(options.shutdownGrace, Duration.millis(2500))
+      assert.deepStrictEqual(options.reconnect?.base, Duration.millis(100))
+      assert.deepStrictEqual(options.reconnect?.max, Duration.millis(5000))
+    }))
+
+  it.effect("keeps the URL secret: it prints as <redacted>, and logs show the address only", () =>
+    Effect.gen(function*() {
+      const options = yield* load({ AMQP_URL: "amqp://user:hunter2@rabbit:5672/jobs" })
+      assert.strictEqual(String(options.connection.url), "<redacted>")
+      assert.notInclude(JSON.stringify(options), "hunter2")
+      assert.strictEqual(Connection.describeUrl(options.connection.url), "amqp://rabbit:5672/jobs")
+    }))
+
+  for (
+    const [variable, value] of [
+      ["AMQP_PREFETCH", "abc"],
+      ["AMQP_PREFETCH", "70000"],
+      ["AMQP_HEARTBEAT_SECONDS", "-5"],
+      ["RECONNECT_BASE_MS", "0"],
+      ["RECONNECT_MAX_MS", "1.5"],
+      ["SHUTDOWN_GRACE_MS", "soon"],
+      ["AMQP_URL", "http://user:hunter2@rabbit"],
+      ["AMQP_URL", "not a url hunter2"]
+    ] as const
+  ) {
+    it.effect(`${variable}=${value} fails with an error naming ${variable}`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(load({ [variable]: value }))
+        assert.strictEqual(error._tag, "ConfigError")
+        assert.include(error.message, variable)
+        assert.notInclude(error.message, "hunter2")
+      }))
+  }
+
+  it.effect("RECONNECT_MAX_MS below RECONNECT_BASE_MS is an error", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(load({ RECONNECT_BASE_MS: "1000", RECONNECT_MAX_MS: "500" }))
+      assert.include(error.message, "RECONNECT_MAX_MS")
+    }))
+
+  it.effect("LOG_FORMAT and LOG_LEVEL", () =>
+    Effect.gen(function*() {
+      const provide = (env: Record<string, string>) =>
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env)))
+      assert.deepStrictEqual(yield* Logging.load.pipe(provide({})), { format: "pretty", level: "Info" })
+      assert.deepStrictEqual(
+        yield* Logging.load.pipe(provide({ LOG_FORMAT: "json", LOG_LEVEL: "Debug" })),
+        { format: "json", level: "Debug" }
+      )
+      const error = yield* Effect.flip(Logging.load.pipe(provide({ LOG_LEVEL: "loud" })))
+      assert.include(error.message, "LOG_LEVEL")
+    }))
+})
