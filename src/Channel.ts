@@ -60,11 +60,27 @@ export interface Channel<C extends amqp.Channel = amqp.Channel> {
   /** Fails with {@link ChannelClosed} once the channel is closed; never succeeds. */
   readonly closed: Effect.Effect<never, ChannelClosed>
   readonly isOpen: () => boolean
+  /** Why the broker closed the channel, once it did. */
+  readonly serverError: () => string | undefined
   /** Runs one amqplib operation on the channel. */
   readonly call: <A>(operation: string, f: (channel: C) => Promise<A>) => Effect.Effect<A, ChannelError>
   /** The amqplib channel, for synchronous calls (ack, publish) that must not wait for a fiber. */
   readonly raw: C
 }
+
+/**
+ * For a loop that reopens a channel: a channel that ended with its
+ * connection needs no new channel (the session ends and the next session
+ * opens one), so wait for that instead of failing. A channel closed by the
+ * broker carries a reply code; one closed with its connection does not, and
+ * its `close` event comes before the connection's.
+ *
+ * @since 0.1.0
+ */
+export const unlessConnectionLost = (connection: Connection) => <E>(error: E): Effect.Effect<never, E> =>
+  (error instanceof ChannelClosed && error.code === undefined) || !connection.isOpen()
+    ? Effect.never
+    : Effect.fail(error)
 
 const replyCode = (error: unknown): number | undefined => {
   if (typeof error === "object" && error !== null && "code" in error && typeof error.code === "number") {
@@ -148,5 +164,11 @@ const open = <C extends amqp.Channel>(
       yield* call("basic.qos", (channel) => channel.prefetch(prefetch))
     }
 
-    return { closed: Deferred.await(closed), isOpen: () => alive, call, raw } satisfies Channel<C>
+    return {
+      closed: Deferred.await(closed),
+      isOpen: () => alive,
+      serverError: () => serverError?.reason,
+      call,
+      raw
+    } satisfies Channel<C>
   })

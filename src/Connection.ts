@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import * as amqp from "amqplib"
-import { Data, Deferred, Duration, Effect, Exit, Redacted, type Scope } from "effect"
+import { Data, Deferred, Duration, Effect, Exit, Latch, Queue, Redacted, type Scope } from "effect"
 
 /**
  * @since 0.1.0
@@ -65,6 +65,13 @@ export interface Connection {
   /** Fails with {@link ConnectionLost} when the connection is gone; never succeeds. */
   readonly lost: Effect.Effect<never, ConnectionLost>
   readonly isOpen: () => boolean
+  /**
+   * Open unless the broker has blocked the connection (a memory or disk
+   * alarm): publishing waits on it instead of piling messages up.
+   */
+  readonly unblocked: Latch.Latch
+  /** Each change of the broker's blocking, with its reason when blocked (for the worker's status). */
+  readonly blockedChanges: Queue.Dequeue<{ readonly blocked: boolean; readonly reason?: string }>
   /** The amqplib connection, for {@link Channel} only. */
   readonly model: amqp.ChannelModel
 }
@@ -103,6 +110,8 @@ export const make = (options: ConnectionOptions): Effect.Effect<Connection, Conn
     const lost = yield* Deferred.make<never, ConnectionLost>()
     let open = false
     let lastError: string | undefined
+    const unblocked = Latch.makeUnsafe(true)
+    const blockedChanges = yield* Queue.unbounded<{ readonly blocked: boolean; readonly reason?: string }>()
 
     const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds"))
 
@@ -119,8 +128,18 @@ export const make = (options: ConnectionOptions): Effect.Effect<Connection, Conn
             model.on("error", (error: Error) => {
               lastError = error.message
             })
+            model.on("blocked", (reason: string) => {
+              unblocked.closeUnsafe()
+              Queue.offerUnsafe(blockedChanges, { blocked: true, reason })
+            })
+            model.on("unblocked", () => {
+              unblocked.openUnsafe()
+              Queue.offerUnsafe(blockedChanges, { blocked: false })
+            })
             model.on("close", (error?: Error) => {
               open = false
+              // Waiters move on and find the connection gone.
+              unblocked.openUnsafe()
               const reason = error?.message ?? lastError ?? "closed"
               Deferred.doneUnsafe(lost, Exit.fail(new ConnectionLost({ server, reason })))
             })
@@ -141,6 +160,8 @@ export const make = (options: ConnectionOptions): Effect.Effect<Connection, Conn
       server,
       lost: Deferred.await(lost),
       isOpen: () => open,
+      unblocked,
+      blockedChanges,
       model
     } satisfies Connection
   })

@@ -1,26 +1,32 @@
 /**
- * A consumer: a queue, a schema for message bodies, and a typed handler.
+ * A consumer: a queue, schemas for the message body (and headers), and a typed
+ * handler.
  *
  * `make` only describes a consumer; a {@link Worker} runs it inside every
  * session. While it runs, a consumer owns one channel at a time:
  *
- * - it declares its queue, sets the prefetch and subscribes (manual acks);
- * - each delivery is decoded with the schema and handled by one of
- *   `concurrency` handler fibers; the outcome is settled on the channel that
- *   delivered it, following the rules in {@link Outcome};
+ * - it declares its queues, sets the prefetch and subscribes (manual acks);
+ * - each delivery is checked (size, content type, headers), decoded with the
+ *   schema and handled by one of `concurrency` handler fibers; the outcome is
+ *   settled on the channel that delivered it, by the rules in {@link Outcome};
  * - if the broker cancels the subscription (the queue was deleted), it
  *   declares the queue again and subscribes again on the same channel;
- * - if the broker closes the channel (404, 406, ...), it opens a new one after
+ * - if the broker closes the channel (404, 405, ...), it opens a new one after
  *   a backoff, without touching the connection;
  * - when its scope closes (shutdown), it cancels the subscription, puts the
  *   deliveries no handler has started back in the queue, lets running handlers
  *   finish within the grace period, and interrupts the rest, whose messages go
  *   back to the queue too.
  *
+ * With the default failure policy (retry), a consumer of queue `q` also
+ * declares `q.retry` (a queue whose messages expire after the retry delay and
+ * go back to `q`) and `q.dlq` (where messages that will never succeed are
+ * parked); `q` itself is declared with `q.retry` as its dead-letter target.
+ *
  * @example
  * ```ts
  * import { Effect, Schema } from "effect"
- * import { Consumer } from "effect-rabbitmq-worker"
+ * import { Consumer, Outcome } from "effect-rabbitmq-worker"
  *
  * const Task = Schema.Struct({ id: Schema.String })
  *
@@ -28,42 +34,51 @@
  *   queue: "tasks",
  *   schema: Task,
  *   handler: (task) => Effect.log(`handled task ${task.id}`),
- *   onFailure: "requeue"
+ *   onFailure: Outcome.retry({ maxAttempts: 5, delay: "10 seconds" })
  * })
  * ```
  *
  * @since 0.1.0
  */
 import type * as amqp from "amqplib"
+import { randomUUID } from "node:crypto"
 import { Cause, Deferred, Duration, Effect, Exit, FiberSet, Queue, Schema } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
 import type { Message } from "./Message.ts"
 import * as Outcome from "./Outcome.ts"
+import type * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
+import * as Topology from "./Topology.ts"
 
 /**
- * How the queue is declared before subscribing (it is created when missing).
+ * How the consumer's queue is declared (it is created when missing).
  *
  * @since 0.1.0
  */
 export interface QueueOptions {
+  /** Default `classic`. */
+  readonly type?: "classic" | "quorum" | undefined
   /** Survives a broker restart. Default true. */
   readonly durable?: boolean | undefined
-  /** `x-` arguments, e.g. `{ "x-queue-type": "quorum" }` or a dead-letter exchange. */
+  /** Other `x-` arguments. */
   readonly arguments?: Readonly<Record<string, unknown>> | undefined
 }
 
 /**
  * @since 0.1.0
  */
-export interface ConsumerOptions<S extends Schema.Top, E, R> {
+export interface ConsumerOptions<S extends Schema.Top, H extends Schema.Top, E, R> {
   readonly queue: string
-  /** Decodes the JSON body. A body that does not decode is rejected, never handled. */
+  /** Decodes the JSON body. A message that does not decode never reaches the handler. */
   readonly schema: S
-  readonly handler: (body: S["Type"], message: Message) => Effect.Effect<unknown, E, R>
-  /** What to do when the handler fails or dies. Default `"requeue"`. */
+  /** Decodes the AMQP headers, e.g. `Schema.Struct({ tenant: Schema.String })`. */
+  readonly headers?: H | undefined
+  readonly handler: (body: S["Type"], message: Message<H["Type"]>) => Effect.Effect<unknown, E, R>
+  /** What to do when the handler fails or dies. Default {@link Outcome.defaultPolicy}. */
   readonly onFailure?: Outcome.FailurePolicy | undefined
+  /** Larger bodies are dead-lettered without being decoded. Default: the worker's `maxBodyBytes`. */
+  readonly maxBodyBytes?: number | undefined
   /** Unacknowledged messages the broker sends at once. Default: the worker's prefetch. */
   readonly prefetch?: number | undefined
   /** Handlers running at once. Default: the prefetch. */
@@ -78,9 +93,14 @@ export interface ConsumerOptions<S extends Schema.Top, E, R> {
  */
 export interface RunSettings {
   readonly prefetch: number
+  readonly maxBodyBytes: number
   readonly shutdownGrace: Duration.Input
   /** Backoff for reopening the channel after the broker closed it. */
   readonly backoff: Reconnect.BackoffOptions
+  /** The worker's whole topology, to declare the queue again after the broker deleted it. */
+  readonly topology: Topology.Topology
+  /** Parks messages in the dead-letter queue. */
+  readonly publisher: Publisher.Publisher["Service"]
   /** Called each time the consumer has subscribed, and each time it stopped consuming. */
   readonly onSubscribed: (subscribed: boolean) => Effect.Effect<void>
 }
@@ -95,8 +115,20 @@ const TypeId = "~effect-rabbitmq-worker/Consumer"
 export interface Consumer<out R = never> {
   readonly [TypeId]: typeof TypeId
   readonly queue: string
-  /** Runs the consumer on `connection` until interrupted. Used by {@link Worker}. */
-  readonly run: (connection: Connection, settings: RunSettings) => Effect.Effect<never, never, R>
+  /** The queues this consumer needs (its own, and the retry and dead-letter queues of its policy). */
+  readonly topology: Topology.Topology
+  /** Where messages are parked, unless the policy is `reject`. */
+  readonly deadLetterQueue: string | undefined
+  /**
+   * Runs the consumer on `connection` until interrupted; fails only when its
+   * queue conflicts with the broker's. Used by {@link Worker}.
+   */
+  readonly run: (connection: Connection, settings: RunSettings) => Effect.Effect<never, Topology.TopologyConflict, R>
+}
+
+const isJson = (contentType: string) => {
+  const type = contentType.split(";")[0]!.trim().toLowerCase()
+  return type === "application/json" || type.endsWith("+json")
 }
 
 /**
@@ -104,27 +136,90 @@ export interface Consumer<out R = never> {
  *
  * @since 0.1.0
  */
-export const make = <S extends Schema.Top, E, R>(
-  options: ConsumerOptions<S, E, R>
-): Consumer<R | S["DecodingServices"]> => {
+export const make = <
+  S extends Schema.Top,
+  E,
+  R,
+  H extends Schema.Top = Schema.Codec<Readonly<Record<string, unknown>>>
+>(
+  options: ConsumerOptions<S, H, E, R>
+): Consumer<R | S["DecodingServices"] | H["DecodingServices"]> => {
   const queue = options.queue
-  const policy = options.onFailure ?? "requeue"
+  const policy = options.onFailure ?? Outcome.defaultPolicy
+  const retryQueue = `${queue}.retry`
+  const deadLetterQueue = Outcome.usesDeadLetterQueue(policy) ? `${queue}.dlq` : undefined
   const decodeBody = Schema.decodeUnknownEffect(Schema.fromJsonString(options.schema))
+  const decodeHeaders = options.headers === undefined ? undefined : Schema.decodeUnknownEffect(options.headers)
 
-  const process = (delivery: amqp.ConsumeMessage, message: Message) =>
-    decodeBody(delivery.content.toString("utf8")).pipe(
-      Effect.mapError((error) => new Outcome.DecodeError({ reason: error.message })),
-      Effect.flatMap((body) =>
-        Effect.mapError(options.handler(body, message), (error) => new Outcome.HandlerError({ error }))
+  const topology = Topology.make({
+    queues: [
+      {
+        name: queue,
+        type: options.queueOptions?.type,
+        durable: options.queueOptions?.durable,
+        arguments: options.queueOptions?.arguments,
+        // A retry is a rejection: the broker moves the message to the retry
+        // queue, where it waits out the delay and comes back.
+        deadLetter: typeof policy === "object" ? { exchange: "", routingKey: retryQueue } : undefined
+      },
+      ...(typeof policy === "object"
+        ? [{
+          name: retryQueue,
+          messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
+          deadLetter: { exchange: "", routingKey: queue }
+        }]
+        : []),
+      ...(deadLetterQueue === undefined ? [] : [{ name: deadLetterQueue }])
+    ]
+  })
+
+  /** Size, content type, headers, body: each can stop the message before the handler. */
+  const process = (delivery: amqp.ConsumeMessage, maxBodyBytes: number, attempt: number) =>
+    Effect.gen(function*() {
+      const content = delivery.content
+      if (content.length > maxBodyBytes) {
+        return yield* new Outcome.DecodeError({
+          kind: "BodyTooLarge",
+          reason: `${content.length} bytes, more than the maximum of ${maxBodyBytes}`
+        })
+      }
+      const contentType = stringOrUndefined(delivery.properties.contentType)
+      if (contentType !== undefined && !isJson(contentType)) {
+        return yield* new Outcome.DecodeError({
+          kind: "UnsupportedContentType",
+          reason: `content type ${contentType}, expected application/json`
+        })
+      }
+      const rawHeaders: Readonly<Record<string, unknown>> = delivery.properties.headers ?? {}
+      const headers: H["Type"] = decodeHeaders === undefined ? rawHeaders : yield* decodeHeaders(rawHeaders).pipe(
+        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidHeaders", reason: error.message }))
       )
-    )
+      const body = yield* decodeBody(content.toString("utf8")).pipe(
+        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidBody", reason: error.message }))
+      )
+      const message: Message<H["Type"]> = {
+        id: stringOrUndefined(delivery.properties.messageId),
+        queue,
+        redelivered: delivery.fields.redelivered,
+        attempt,
+        exchange: delivery.fields.exchange,
+        routingKey: delivery.fields.routingKey,
+        headers,
+        contentType,
+        correlationId: stringOrUndefined(delivery.properties.correlationId),
+        content
+      }
+      return yield* Effect.mapError(options.handler(body, message), (error) => new Outcome.HandlerError({ error }))
+    })
 
   const run = (connection: Connection, settings: RunSettings) => {
     const prefetch = options.prefetch ?? settings.prefetch
     const concurrency = options.concurrency ?? prefetch
+    const maxBodyBytes = options.maxBodyBytes ?? settings.maxBodyBytes
     return Reconnect.loop(
       {
         backoff: settings.backoff,
+        isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
         onRetry: ({ attempt, cause, delay }) =>
           Effect.andThen(
             settings.onSubscribed(false),
@@ -135,17 +230,8 @@ export const make = <S extends Schema.Top, E, R>(
           )
       },
       (ready) =>
-        consumeOnChannel(connection, { prefetch, concurrency, settings, ready }).pipe(
-          // A channel that closed with its connection needs no new channel: the
-          // session ends and the next one starts this consumer again. (A
-          // channel closed by the broker carries a reply code; one closed with
-          // its connection does not, and its `close` event comes before the
-          // connection's.)
-          Effect.catch((error) =>
-            (error._tag === "ChannelClosed" && error.code === undefined) || !connection.isOpen()
-              ? Effect.never
-              : Effect.fail(error)
-          )
+        consumeOnChannel(connection, { prefetch, concurrency, maxBodyBytes, settings, ready }).pipe(
+          Effect.catch(Channel.unlessConnectionLost(connection))
         )
     ).pipe(Effect.annotateLogs({ queue }))
   }
@@ -153,9 +239,10 @@ export const make = <S extends Schema.Top, E, R>(
   /** One channel's lifetime: ends (fails) when the channel closes. */
   const consumeOnChannel = (
     connection: Connection,
-    { concurrency, prefetch, ready, settings }: {
+    { concurrency, maxBodyBytes, prefetch, ready, settings }: {
       readonly prefetch: number
       readonly concurrency: number
+      readonly maxBodyBytes: number
       readonly settings: RunSettings
       readonly ready: Effect.Effect<void>
     }
@@ -163,14 +250,18 @@ export const make = <S extends Schema.Top, E, R>(
     Effect.gen(function*() {
       const channel = yield* Channel.make(connection, { prefetch })
       const deliveries = yield* Queue.unbounded<amqp.ConsumeMessage, Cause.Done>()
+      const settle = settler(channel, settings.publisher, { queue, deadLetterQueue })
 
       const handleNext = Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(Queue.take(deliveries)), (delivery) => {
-          const message = toMessage(delivery, queue)
-          return restore(process(delivery, message)).pipe(
+          const attempt = Outcome.attemptOf(delivery.properties.headers, queue)
+          const messageId = stringOrUndefined(delivery.properties.messageId)
+          return restore(process(delivery, maxBodyBytes, attempt)).pipe(
             Effect.exit,
-            Effect.flatMap((exit) => settle(channel, delivery, Outcome.decide(exit, policy))),
-            Effect.annotateLogs(message.id === undefined ? {} : { messageId: message.id })
+            Effect.flatMap((exit) =>
+              settle(delivery, Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered }))
+            ),
+            Effect.annotateLogs(messageId === undefined ? { attempt } : { messageId, attempt })
           )
         })
       )
@@ -192,14 +283,8 @@ export const make = <S extends Schema.Top, E, R>(
         })
       )
 
-      const declare = channel.call("queue.declare", (ch) =>
-        ch.assertQueue(queue, {
-          durable: options.queueOptions?.durable ?? true,
-          arguments: options.queueOptions?.arguments
-        }))
-
       while (true) {
-        yield* declare
+        yield* Topology.declareQueue(channel, settings.topology, queue)
         const cancelled = yield* Deferred.make<void>()
         const reply = yield* channel.call("basic.consume", (ch) =>
           ch.consume(queue, (delivery) => {
@@ -208,7 +293,7 @@ export const make = <S extends Schema.Top, E, R>(
               Deferred.doneUnsafe(cancelled, Exit.void)
             } else if (!Queue.offerUnsafe(deliveries, delivery)) {
               // Arrived after the drain began: straight back to the queue.
-              settleNow(channel, delivery, requeueAtShutdown)
+              sendNow(channel, delivery, requeueAtShutdown)
             }
           }, { noAck: false }))
         consumerTag = reply.consumerTag
@@ -221,10 +306,10 @@ export const make = <S extends Schema.Top, E, R>(
       }
     }).pipe(Effect.scoped)
 
-  return { [TypeId]: TypeId, queue, run }
+  return { [TypeId]: TypeId, queue, topology, deadLetterQueue, run }
 }
 
-const requeueAtShutdown: Outcome.Decision = { _tag: "Requeue", reason: "not started before shutdown" }
+const requeueAtShutdown = { _tag: "Requeue", reason: "not started before shutdown" } as const
 
 /**
  * Cancels the subscription, returns unstarted deliveries, waits for running
@@ -249,9 +334,8 @@ const drain = (
       yield* channel.call("basic.cancel", (ch) => ch.cancel(tag)).pipe(Effect.timeout("5 seconds"), Effect.ignore)
     }
     const unstarted = yield* Queue.clear(options.deliveries)
-    for (const delivery of unstarted) settleNow(channel, delivery, requeueAtShutdown)
+    for (const delivery of unstarted) sendNow(channel, delivery, requeueAtShutdown)
     yield* Queue.end(options.deliveries)
-    const running = yield* FiberSet.size(options.handlers)
     const drained = yield* FiberSet.awaitEmpty(options.handlers).pipe(
       Effect.interruptible,
       Effect.timeoutOption(options.grace)
@@ -261,13 +345,17 @@ const drain = (
         `shutdown grace period of ${Duration.format(Duration.fromInputUnsafe(options.grace))} is over: ` +
           `interrupting the handlers still running; their messages go back to the queue`
       )
-    } else if (unstarted.length > 0 || running > 0) {
+    } else if (unstarted.length > 0) {
       yield* Effect.logDebug(`drained: ${unstarted.length} unstarted messages requeued`)
     }
   })
 
-/** Sends the decision on the delivering channel; false when that channel is gone. */
-const settleNow = (channel: Channel.Channel, delivery: amqp.ConsumeMessage, decision: Outcome.Decision): boolean => {
+/** Sends ack, nack or reject on the delivering channel; false when that channel is gone. */
+const sendNow = (
+  channel: Channel.Channel,
+  delivery: amqp.ConsumeMessage,
+  decision: Exclude<Outcome.Decision, { readonly _tag: "DeadLetter" }>
+): boolean => {
   if (!channel.isOpen()) return false
   try {
     switch (decision._tag) {
@@ -278,6 +366,9 @@ const settleNow = (channel: Channel.Channel, delivery: amqp.ConsumeMessage, deci
         channel.raw.nack(delivery, false, true)
         break
       case "Reject":
+      case "Retry":
+        // Without requeue: a retry goes through the queue's dead-letter
+        // target, the retry queue.
         channel.raw.nack(delivery, false, false)
         break
     }
@@ -288,31 +379,80 @@ const settleNow = (channel: Channel.Channel, delivery: amqp.ConsumeMessage, deci
   }
 }
 
-const settle = (channel: Channel.Channel, delivery: amqp.ConsumeMessage, decision: Outcome.Decision) => {
-  const sent = settleNow(channel, delivery, decision)
-  if (!sent) {
-    return Effect.logDebug(`channel closed before the message could be settled (${decision._tag}); the broker redelivers it`)
+const channelGone = (decision: string) =>
+  Effect.logDebug(`channel closed before the message could be settled (${decision}); the broker redelivers it`)
+
+/**
+ * Carries out a decision. Dead-lettering publishes a copy to the dead-letter
+ * queue and acks the original once the broker confirmed the copy; if that
+ * fails, the original goes back to the queue (after a pause, so a dead-letter
+ * queue that cannot take messages does not make a hot loop).
+ */
+const settler = (
+  channel: Channel.Channel,
+  publisher: Publisher.Publisher["Service"],
+  names: { readonly queue: string; readonly deadLetterQueue: string | undefined }
+) =>
+(delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<void> => {
+  if (decision._tag !== "DeadLetter") {
+    if (!sendNow(channel, delivery, decision)) return channelGone(decision._tag)
+    switch (decision._tag) {
+      case "Ack":
+        return Effect.void
+      case "Requeue":
+        return Effect.logWarning(`message requeued: ${decision.reason}`)
+      case "Reject":
+        return Effect.logWarning(`message rejected: ${decision.reason}`)
+      case "Retry":
+        return Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
+    }
   }
-  switch (decision._tag) {
-    case "Ack":
-      return Effect.void
-    case "Requeue":
-      return Effect.logWarning(`message requeued: ${decision.reason}`)
-    case "Reject":
-      return Effect.logWarning(`message rejected: ${decision.reason}`)
-  }
+  const { failure } = decision
+  const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
+  const properties = delivery.properties
+  const park = publisher.publishRaw({
+    exchange: "",
+    routingKey: deadLetterQueue,
+    content: delivery.content,
+    options: {
+      messageId: stringOrUndefined(properties.messageId) ?? randomUUID(),
+      persistent: true,
+      ...(typeof properties.contentType === "string" ? { contentType: properties.contentType } : {}),
+      ...(typeof properties.correlationId === "string" ? { correlationId: properties.correlationId } : {}),
+      headers: {
+        ...properties.headers,
+        "x-error-tag": failure.tag,
+        "x-error-message": failure.message,
+        "x-attempts": failure.attempts,
+        "x-original-queue": names.queue,
+        "x-original-exchange": delivery.fields.exchange,
+        "x-original-routing-key": delivery.fields.routingKey
+      }
+    }
+  })
+  return park.pipe(
+    // Once the delivering channel is gone the original comes back anyway.
+    Effect.raceFirst(channel.closed),
+    Effect.matchEffect({
+      onSuccess: () =>
+        sendNow(channel, delivery, { _tag: "Ack" })
+          ? Effect.logWarning(
+            `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ${failure.tag}: ${failure.message}`
+          )
+          : channelGone("dead-lettered, then ack"),
+      onFailure: (error) =>
+        channel.isOpen()
+          ? Effect.logError(`could not dead-letter the message (${error.message}); requeueing it`).pipe(
+            Effect.andThen(Effect.sleep("1 second")),
+            Effect.andThen(Effect.suspend(() =>
+              sendNow(channel, delivery, { _tag: "Requeue", reason: "dead-lettering failed" })
+                ? Effect.void
+                : channelGone("Requeue")
+            ))
+          )
+          : channelGone("DeadLetter")
+    })
+  )
 }
 
 const stringOrUndefined = (value: unknown): string | undefined => typeof value === "string" ? value : undefined
-
-const toMessage = (delivery: amqp.ConsumeMessage, queue: string): Message => ({
-  id: stringOrUndefined(delivery.properties.messageId),
-  queue,
-  redelivered: delivery.fields.redelivered,
-  exchange: delivery.fields.exchange,
-  routingKey: delivery.fields.routingKey,
-  headers: delivery.properties.headers ?? {},
-  contentType: stringOrUndefined(delivery.properties.contentType),
-  correlationId: stringOrUndefined(delivery.properties.correlationId),
-  content: delivery.content
-})

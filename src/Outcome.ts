@@ -1,15 +1,28 @@
 /**
  * The message outcome rules: what happens to a delivery once its handler is
  * done. This is the one table to read to know when a message is acked,
- * requeued or rejected:
+ * retried, requeued, rejected or parked in the dead-letter queue.
  *
- * | the handler...                        | decision                          |
- * | ------------------------------------- | --------------------------------- |
- * | succeeded                             | ack                               |
- * | never ran: the body failed to decode  | reject, never requeue (it would fail again; a dead-letter exchange on the queue keeps it) |
- * | failed with its typed error           | the consumer's policy: requeue or reject |
- * | died (a defect: a bug, a throw)       | the consumer's policy: requeue or reject |
- * | was interrupted (shutdown grace over) | requeue                           |
+ * | the handler...                              | decision                                                    |
+ * | ------------------------------------------- | ----------------------------------------------------------- |
+ * | succeeded                                   | ack                                                         |
+ * | never ran: body too large, wrong content type, invalid headers, body not JSON or of the wrong shape | dead-letter at once (policy `reject`: reject) |
+ * | failed with its typed error, or died        | by the consumer's policy, below                             |
+ * | was interrupted (shutdown grace over)       | requeue                                                     |
+ *
+ * | policy             | on failure                                                                      |
+ * | ------------------ | ------------------------------------------------------------------------------- |
+ * | `retry` (default)  | retry after the delay (via the retry queue) up to `maxAttempts`, then dead-letter |
+ * | `"dead-letter"`    | dead-letter at once                                                             |
+ * | `"requeue"`        | requeue at once, the first time only; a redelivered message that fails again is dead-lettered |
+ * | `"reject"`         | reject without requeue (the queue's own dead-letter exchange, if any, gets it) |
+ *
+ * "Dead-letter" means: published, confirmed, to the consumer's dead-letter
+ * queue with headers saying why (`x-error-tag`, `x-error-message`,
+ * `x-attempts`, `x-original-queue`), then acked. Attempts are counted from
+ * the broker's own record (the `x-death` header), so they survive restarts of
+ * the worker and of the broker. No rule requeues the same message twice in a
+ * row, so no message can loop hot.
  *
  * A decision is only sent on the channel that delivered the message. If that
  * channel is gone, nothing is sent: the broker has already put the message
@@ -17,17 +30,19 @@
  *
  * @since 0.1.0
  */
-import { Cause, Data, Exit, Option } from "effect"
+import { Cause, Data, Duration, Exit, Option } from "effect"
 
 /**
- * The body of a message could not be decoded into the consumer's schema
- * (not JSON, wrong shape, empty).
+ * The message never reached the handler: its body or headers are unusable.
  *
  * @since 0.1.0
  */
-export class DecodeError extends Data.TaggedError("DecodeError")<{ readonly reason: string }> {
+export class DecodeError extends Data.TaggedError("DecodeError")<{
+  readonly kind: "BodyTooLarge" | "UnsupportedContentType" | "InvalidHeaders" | "InvalidBody"
+  readonly reason: string
+}> {
   override get message() {
-    return `cannot decode the message body: ${this.reason}`
+    return `cannot decode the message (${this.kind}): ${this.reason}`
   }
 }
 
@@ -43,14 +58,56 @@ export class HandlerError<E> extends Data.TaggedError("HandlerError")<{ readonly
 }
 
 /**
- * What to do with a message whose handler failed or died.
- * - `"requeue"`: put it back in the queue to be delivered again;
- * - `"reject"`: reject it without requeue, so the queue's dead-letter
- *   exchange receives it (without one, the broker drops it).
+ * Retry after `delay`, up to `maxAttempts` deliveries in all, then dead-letter.
  *
  * @since 0.1.0
  */
-export type FailurePolicy = "requeue" | "reject"
+export interface Retry {
+  readonly _tag: "Retry"
+  readonly maxAttempts: number
+  readonly delay: Duration.Duration
+}
+
+/**
+ * @since 0.1.0
+ */
+export const retry = (options: { readonly maxAttempts: number; readonly delay: Duration.Input }): Retry => ({
+  _tag: "Retry",
+  maxAttempts: Math.max(1, Math.floor(options.maxAttempts)),
+  delay: Duration.fromInputUnsafe(options.delay)
+})
+
+/**
+ * What to do with a message whose handler failed or died.
+ *
+ * @since 0.1.0
+ */
+export type FailurePolicy = Retry | "dead-letter" | "requeue" | "reject"
+
+/**
+ * The default policy: 5 attempts, 5 seconds apart.
+ *
+ * @since 0.1.0
+ */
+export const defaultPolicy: FailurePolicy = retry({ maxAttempts: 5, delay: "5 seconds" })
+
+/**
+ * Whether a policy parks messages in a dead-letter queue of the consumer.
+ *
+ * @since 0.1.0
+ */
+export const usesDeadLetterQueue = (policy: FailurePolicy): boolean => policy !== "reject"
+
+/**
+ * Why a message is parked: written into the dead-letter queue's headers.
+ *
+ * @since 0.1.0
+ */
+export interface Failure {
+  readonly tag: string
+  readonly message: string
+  readonly attempts: number
+}
 
 /**
  * @since 0.1.0
@@ -59,11 +116,21 @@ export type Decision =
   | { readonly _tag: "Ack" }
   | { readonly _tag: "Requeue"; readonly reason: string }
   | { readonly _tag: "Reject"; readonly reason: string }
+  | { readonly _tag: "Retry"; readonly reason: string; readonly attempt: number }
+  | { readonly _tag: "DeadLetter"; readonly failure: Failure }
 
 const ack: Decision = { _tag: "Ack" }
 
-const byPolicy = (policy: FailurePolicy, reason: string): Decision =>
-  policy === "requeue" ? { _tag: "Requeue", reason } : { _tag: "Reject", reason }
+/**
+ * What the decision needs to know about the delivery.
+ *
+ * @since 0.1.0
+ */
+export interface Delivery {
+  /** This delivery's attempt: 1 for the first, counted from `x-death`. */
+  readonly attempt: number
+  readonly redelivered: boolean
+}
 
 /**
  * The decision for a handled message, from how its processing ended.
@@ -72,19 +139,71 @@ const byPolicy = (policy: FailurePolicy, reason: string): Decision =>
  */
 export const decide = <E>(
   exit: Exit.Exit<unknown, DecodeError | HandlerError<E>>,
-  policy: FailurePolicy
+  policy: FailurePolicy,
+  delivery: Delivery
 ): Decision => {
   if (Exit.isSuccess(exit)) return ack
   const error = Cause.findErrorOption(exit.cause)
+  let failure: Failure
   if (Option.isSome(error)) {
-    return error.value._tag === "DecodeError"
-      ? { _tag: "Reject", reason: error.value.message }
-      : byPolicy(policy, error.value.message)
+    if (error.value._tag === "DecodeError") {
+      const failure = { tag: error.value.kind, message: error.value.reason, attempts: delivery.attempt }
+      return policy === "reject"
+        ? { _tag: "Reject", reason: error.value.message }
+        : { _tag: "DeadLetter", failure }
+    }
+    failure = { tag: tagOf(error.value.error), message: messageOf(error.value.error), attempts: delivery.attempt }
+  } else if (Cause.hasDies(exit.cause)) {
+    const defect = Cause.squash(exit.cause)
+    failure = { tag: "Defect", message: messageOf(defect), attempts: delivery.attempt }
+  } else {
+    return { _tag: "Requeue", reason: "handler interrupted" }
   }
-  if (Cause.hasDies(exit.cause)) {
-    return byPolicy(policy, `handler died: ${describe(Cause.squash(exit.cause))}`)
+  const reason = `${failure.tag}: ${failure.message}`
+  if (policy === "reject") return { _tag: "Reject", reason }
+  if (policy === "dead-letter") return { _tag: "DeadLetter", failure }
+  if (policy === "requeue") return delivery.redelivered ? { _tag: "DeadLetter", failure } : { _tag: "Requeue", reason }
+  return delivery.attempt < policy.maxAttempts
+    ? { _tag: "Retry", reason, attempt: delivery.attempt }
+    : { _tag: "DeadLetter", failure }
+}
+
+/**
+ * The delivery attempt of a message, from the broker's `x-death` record: one
+ * more than the times it was rejected from `queue` (each retry is a
+ * rejection that went through the retry queue and back).
+ *
+ * @since 0.1.0
+ */
+export const attemptOf = (headers: Readonly<Record<string, unknown>> | undefined, queue: string): number => {
+  const deaths = headers?.["x-death"]
+  if (!Array.isArray(deaths)) return 1
+  let rejected = 0
+  for (const death of deaths) {
+    if (typeof death !== "object" || death === null) continue
+    const entry = death as { readonly queue?: unknown; readonly reason?: unknown; readonly count?: unknown }
+    if (entry.queue === queue && entry.reason === "rejected" && typeof entry.count === "number") rejected += entry.count
   }
-  return { _tag: "Requeue", reason: "handler interrupted" }
+  return rejected + 1
+}
+
+const tagOf = (error: unknown): string => {
+  if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") return error._tag
+  if (error instanceof Error) return error.name
+  return typeof error
+}
+
+/** The error's message, or its fields when it has none (a `Data.TaggedError` without a message). */
+const messageOf = (error: unknown): string => {
+  if (error instanceof Error && error.message.length > 0) return error.message
+  if (typeof error === "string") return error
+  if (typeof error !== "object" || error === null) return String(error)
+  const { _tag: _, ...fields } = error as Record<string, unknown>
+  try {
+    return JSON.stringify(fields)
+  } catch {
+    return String(error)
+  }
 }
 
 /**
@@ -93,12 +212,6 @@ export const decide = <E>(
  * @since 0.1.0
  */
 export const describe = (error: unknown): string => {
-  if (error instanceof Error) {
-    const tag = "_tag" in error && typeof error._tag === "string" ? error._tag : error.name
-    return error.message.length > 0 ? `${tag}: ${error.message}` : tag
-  }
-  if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") {
-    return error._tag
-  }
-  return String(error)
+  const message = messageOf(error)
+  return message.length > 0 && message !== "{}" ? `${tagOf(error)}: ${message}` : tagOf(error)
 }

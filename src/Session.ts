@@ -1,17 +1,21 @@
 /**
- * One connection's lifetime: open the connection, run every consumer on it,
- * and end when the connection is lost. The session's scope owns the
- * connection, and each consumer's scope its channel, so every way out of a
- * session (lost connection, interruption at shutdown) closes consumers first,
- * then channels, then the connection.
+ * One connection's lifetime: open the connection, declare the topology, open
+ * the publisher's channel, run every consumer, and end when the connection is
+ * lost. The session's scope owns the connection, and each consumer's scope
+ * its channel, so every way out of a session (lost connection, interruption
+ * at shutdown) closes in order: consumers drain first (their handlers can
+ * still publish), then the publisher's channel, then the connection.
  *
  * @since 0.1.0
  */
-import { type Duration, Effect, SubscriptionRef } from "effect"
+import { type Duration, Effect, Queue, SubscriptionRef } from "effect"
+import * as Channel from "./Channel.ts"
 import * as Connection from "./Connection.ts"
 import type * as Consumer from "./Consumer.ts"
+import type * as Publisher from "./Publisher.ts"
 import type * as Reconnect from "./Reconnect.ts"
 import type { Status } from "./Status.ts"
+import * as Topology from "./Topology.ts"
 
 /**
  * @since 0.1.0
@@ -19,57 +23,107 @@ import type { Status } from "./Status.ts"
 export interface SessionOptions {
   readonly connection: Connection.ConnectionOptions
   readonly prefetch: number
+  readonly maxBodyBytes: number
   readonly shutdownGrace: Duration.Input
   readonly backoff: Reconnect.BackoffOptions
+  readonly topology: Topology.Topology
 }
 
 /**
+ * Why a session ended. Only a {@link Topology.TopologyConflict} is final.
+ *
+ * @since 0.1.0
+ */
+export type SessionError =
+  | Connection.ConnectError
+  | Connection.ConnectionLost
+  | Channel.ChannelError
+  | Topology.TopologyConflict
+
+/**
  * A session for {@link Reconnect.loop}: `ready` is called once every consumer
- * has subscribed. Fails when connecting fails or the connection is lost.
+ * has subscribed.
  *
  * @since 0.1.0
  */
 export const make = <R>(
   options: SessionOptions,
   consumers: ReadonlyArray<{ readonly name: string; readonly consumer: Consumer.Consumer<R> }>,
+  publisher: {
+    readonly service: Publisher.Publisher["Service"]
+    readonly attach: (
+      connection: Connection.Connection,
+      settings: { readonly backoff: Reconnect.BackoffOptions; readonly onReady: Effect.Effect<void> }
+    ) => Effect.Effect<never>
+  },
   status: SubscriptionRef.SubscriptionRef<Status>
 ) =>
-(ready: Effect.Effect<void>): Effect.Effect<never, Connection.ConnectError | Connection.ConnectionLost, R> =>
+(ready: Effect.Effect<void>): Effect.Effect<never, SessionError, R> =>
   Effect.gen(function*() {
     const connection = yield* Connection.make(options.connection)
+    yield* Effect.logInfo(`connected to ${connection.server}`)
+    // Declared before anything consumes, so that a conflict stops the worker
+    // before a single message is taken.
+    yield* Effect.scoped(Effect.flatMap(Channel.make(connection), (channel) => Topology.declare(channel, options.topology)))
     yield* SubscriptionRef.update(status, (s): Status => ({
       ...s,
       connection: "connected",
       nextRetryMs: undefined,
+      blocked: undefined,
       consumers: Object.fromEntries(consumers.map(({ name }) => [name, false]))
     }))
-    yield* Effect.logInfo(`connected to ${connection.server}`)
+
+    yield* Effect.forkScoped(Effect.forever(
+      Effect.flatMap(Queue.take(connection.blockedChanges), ({ blocked, reason }) =>
+        Effect.andThen(
+          SubscriptionRef.update(status, (s): Status => ({ ...s, blocked: blocked ? reason ?? "blocked" : undefined })),
+          blocked
+            ? Effect.logWarning(`the broker blocked the connection (${reason}): publishing waits`)
+            : Effect.logInfo("the broker unblocked the connection")
+        ))
+    ))
 
     let readyReported = false
+    let publisherReady = false
+    const checkReady = Effect.gen(function*() {
+      const current = yield* SubscriptionRef.get(status)
+      if (!readyReported && publisherReady && Object.values(current.consumers).every(Boolean)) {
+        readyReported = true
+        yield* ready
+        yield* Effect.logInfo(`consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`)
+      }
+    })
     const onSubscribed = (name: string) => (subscribed: boolean) =>
-      Effect.gen(function*() {
-        const next = yield* SubscriptionRef.updateAndGet(status, (s) => ({
-          ...s,
-          consumers: { ...s.consumers, [name]: subscribed }
-        }))
-        if (!readyReported && Object.values(next.consumers).every(Boolean)) {
-          readyReported = true
-          yield* ready
-          yield* Effect.logInfo(`consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`)
-        }
+      Effect.andThen(
+        SubscriptionRef.update(status, (s) => ({ ...s, consumers: { ...s.consumers, [name]: subscribed } })),
+        checkReady
+      )
+
+    // Forked into the session's scope before the consumers run, so its channel
+    // closes after they drained.
+    yield* Effect.forkScoped(publisher.attach(connection, {
+      backoff: options.backoff,
+      onReady: Effect.suspend(() => {
+        publisherReady = true
+        return checkReady
       })
+    }))
 
     const runConsumers = Effect.forEach(
       consumers,
       ({ consumer, name }) =>
         consumer.run(connection, {
           prefetch: options.prefetch,
+          maxBodyBytes: options.maxBodyBytes,
           shutdownGrace: options.shutdownGrace,
           backoff: options.backoff,
+          topology: options.topology,
+          publisher: publisher.service,
           onSubscribed: onSubscribed(name)
         }),
       { concurrency: "unbounded", discard: true }
     )
-    // Consumers never end on their own: the session ends with the connection.
+    // Consumers only end on a topology conflict: otherwise the session ends
+    // with the connection.
     return yield* Effect.raceFirst(connection.lost, Effect.andThen(runConsumers, Effect.never))
   }).pipe(Effect.scoped)

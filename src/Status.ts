@@ -28,6 +28,8 @@ export interface Status {
   readonly nextRetryMs?: number | undefined
   /** Why the last connection or attempt ended. */
   readonly lastError?: string | undefined
+  /** Set while the broker blocks the connection (a memory or disk alarm): publishing waits. */
+  readonly blocked?: string | undefined
   /** Per consumer (by queue): subscribed right now or not. */
   readonly consumers: Readonly<Record<string, boolean>>
 }

@@ -32,9 +32,11 @@ import { Cause, Context, Duration, Effect, Fiber, Layer, type Scope, Stream, Sub
 import type * as Connection from "./Connection.ts"
 import type * as Consumer from "./Consumer.ts"
 import * as Outcome from "./Outcome.ts"
+import * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
 import * as Session from "./Session.ts"
 import * as Status from "./Status.ts"
+import * as Topology from "./Topology.ts"
 
 /**
  * @since 0.1.0
@@ -47,6 +49,11 @@ export interface WorkerOptions {
   readonly shutdownGrace?: Duration.Input | undefined
   /** Reconnect backoff. Default: from 200 ms, at most 30 s, reset after 5 s connected. */
   readonly reconnect?: Reconnect.BackoffOptions | undefined
+  /** Exchanges, queues and bindings to declare in every session, besides the consumers' own queues. */
+  readonly topology?: Topology.Topology | undefined
+  /** Bodies larger than this are dead-lettered without being decoded. Default 1 MiB. */
+  readonly maxBodyBytes?: number | undefined
+  readonly publisher?: Publisher.PublisherOptions | undefined
 }
 
 /**
@@ -55,12 +62,14 @@ export interface WorkerOptions {
  * @since 0.1.0
  */
 export class Worker extends Context.Service<Worker, {
+  /** The worker's publisher (also given to handlers as the `Publisher` service). */
+  readonly publisher: Publisher.Publisher["Service"]
   readonly status: Effect.Effect<Status.Status>
   readonly changes: Stream.Stream<Status.Status>
   /** Waits until connected with every consumer subscribed. */
   readonly awaitReady: Effect.Effect<void>
-  /** Waits for the worker to end: it runs until interrupted. */
-  readonly join: Effect.Effect<never>
+  /** Waits for the worker to end: it runs until interrupted, or until the topology conflicts with the broker's. */
+  readonly join: Effect.Effect<never, Topology.TopologyConflict>
 }>()("effect-rabbitmq-worker/Worker") {}
 
 /**
@@ -68,6 +77,7 @@ export class Worker extends Context.Service<Worker, {
  */
 export const defaults = {
   prefetch: 20,
+  maxBodyBytes: 1024 * 1024,
   shutdownGrace: Duration.seconds(10),
   reconnect: { base: Duration.millis(200), max: Duration.seconds(30), healthyAfter: Duration.seconds(5) }
 } as const
@@ -80,24 +90,41 @@ export const defaults = {
 export const make = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Effect.Effect<Worker["Service"], never, R | Scope.Scope> =>
+): Effect.Effect<Worker["Service"], never, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
   Effect.gen(function*() {
     const names = Status.consumerNames(consumers.map((c) => c.queue))
     const status = yield* SubscriptionRef.make(Status.initial(names))
     const backoff = options.reconnect ?? defaults.reconnect
+    const publisher = yield* Publisher.make(options.publisher)
+    const topology = consumers.reduce(
+      (topology, consumer) => Topology.merge(topology, consumer.topology),
+      options.topology ?? Topology.empty
+    )
     const session = Session.make(
       {
         connection: options.connection,
         prefetch: options.prefetch ?? defaults.prefetch,
+        maxBodyBytes: options.maxBodyBytes ?? defaults.maxBodyBytes,
         shutdownGrace: options.shutdownGrace ?? defaults.shutdownGrace,
-        backoff
+        backoff,
+        topology
       },
-      consumers.map((consumer, i) => ({ consumer, name: names[i]! })),
+      consumers.map((consumer, i) => ({
+        // Handlers publish with the worker's own publisher.
+        consumer: {
+          ...consumer,
+          run: (connection, settings) =>
+            Effect.provideService(consumer.run(connection, settings), Publisher.Publisher, publisher.service)
+        } satisfies Consumer.Consumer<Exclude<R, Publisher.Publisher>>,
+        name: names[i]!
+      })),
+      publisher,
       status
     )
 
     const loop = Reconnect.loop({
       backoff,
+      isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
       onRetry: ({ attempt, cause, delay }) => {
         const reason = Outcome.describe(Cause.squash(cause))
         const ms = Math.round(Duration.toMillis(delay))
@@ -128,6 +155,7 @@ export const make = <R>(
     )
 
     return Worker.of({
+      publisher: publisher.service,
       status: SubscriptionRef.get(status),
       changes: SubscriptionRef.changes(status),
       awaitReady: SubscriptionRef.changes(status).pipe(
@@ -140,23 +168,28 @@ export const make = <R>(
   })
 
 /**
- * The worker as a layer: started when the layer is built, shut down when it is
- * released.
+ * The worker as a layer, with its publisher: started when the layer is built,
+ * shut down when it is released.
  *
  * @since 0.1.0
  */
 export const layer = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Layer.Layer<Worker, never, R> => Layer.effect(Worker, make(options, consumers))
+): Layer.Layer<Worker | Publisher.Publisher, never, Exclude<R, Publisher.Publisher>> =>
+  Layer.effectContext(
+    Effect.map(make(options, consumers), (worker) =>
+      Context.make(Worker, worker).pipe(Context.add(Publisher.Publisher, worker.publisher)))
+  )
 
 /**
- * Runs the worker until interrupted.
+ * Runs the worker until interrupted; fails only when the topology conflicts
+ * with the broker's.
  *
  * @since 0.1.0
  */
 export const run = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Effect.Effect<never, never, R> =>
+): Effect.Effect<never, Topology.TopologyConflict, Exclude<R, Publisher.Publisher>> =>
   Effect.scoped(Effect.flatMap(make(options, consumers), (worker) => worker.join))

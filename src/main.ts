@@ -2,10 +2,11 @@
  * The example worker process (`npm start`).
  *
  * Consumes JSON tasks `{ "id": string, ... }` from `AMQP_QUEUE` (default
- * `tasks`), simulates `WORK_MS` milliseconds of work (default 0) and logs one
- * line per handled task with its id. Everything else is configured as in
- * {@link WorkerConfig} and {@link Logging}. SIGTERM or SIGINT drain the worker
- * and exit 0.
+ * `tasks`), simulates `WORK_MS` milliseconds of work (default 0), publishes
+ * one confirmed result `{ "id", "worker", "handledAt" }` per task to
+ * `AMQP_RESULT_QUEUE` (default `<queue>.done`) and logs one line per handled
+ * task with its id. Everything else is configured as in {@link WorkerConfig}
+ * and {@link Logging}. SIGTERM or SIGINT drain the worker and exit 0.
  *
  * Run `node src/main.ts` directly under a process manager: npm does not pass
  * SIGTERM on to its child.
@@ -13,44 +14,61 @@
  * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Config, Duration, Effect, Exit, type Runtime, Schema } from "effect"
+import { hostname } from "node:os"
+import { Cause, Config, Duration, Effect, Exit, Option, type Runtime, Schema } from "effect"
 import * as Connection from "./Connection.ts"
 import * as Consumer from "./Consumer.ts"
 import * as Logging from "./Logging.ts"
+import * as Publisher from "./Publisher.ts"
+import * as Topology from "./Topology.ts"
 import * as Worker from "./Worker.ts"
 import * as WorkerConfig from "./Config.ts"
 
 const Task = Schema.Struct({ id: Schema.String })
+const TaskDone = Schema.Struct({ id: Schema.String, worker: Schema.String, handledAt: Schema.String })
 
 const example = Config.all({
   queue: Config.schema(Schema.NonEmptyString, "AMQP_QUEUE").pipe(Config.withDefault("tasks")),
+  resultQueue: Config.schema(Schema.NonEmptyString, "AMQP_RESULT_QUEUE").pipe(Config.option),
   workMs: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "WORK_MS").pipe(Config.withDefault(0))
 })
 
 const worker = Effect.gen(function*() {
-  const { queue, workMs } = yield* example
+  const { queue, workMs, ...config } = yield* example
+  const resultQueue = Option.getOrElse(config.resultQueue, () => `${queue}.done`)
   const options = yield* WorkerConfig.workerOptions
+  const workerName = `${hostname()}:${process.pid}`
   const tasks = Consumer.make({
     queue,
     schema: Task,
     handler: (task) =>
-      Effect.sleep(Duration.millis(workMs)).pipe(
-        Effect.andThen(Effect.logInfo(`handled task ${task.id}`).pipe(Effect.annotateLogs({ taskId: task.id })))
-      )
+      Effect.gen(function*() {
+        yield* Effect.sleep(Duration.millis(workMs))
+        const publisher = yield* Publisher.Publisher
+        // The result carries the task's id as its message id: a consumer of
+        // results can drop the duplicates a redelivery may cause.
+        yield* publisher.publish({
+          routingKey: resultQueue,
+          schema: TaskDone,
+          body: { id: task.id, worker: workerName, handledAt: new Date().toISOString() },
+          messageId: task.id
+        })
+        yield* Effect.logInfo(`handled task ${task.id}`).pipe(Effect.annotateLogs({ taskId: task.id }))
+      })
   })
   yield* Effect.logInfo(
     `starting worker: broker ${Connection.describeUrl(options.connection.url)}, queue ${queue}, ` +
-      `prefetch ${options.prefetch}, work ${workMs} ms`
+      `results to ${resultQueue}, prefetch ${options.prefetch}, work ${workMs} ms`
   )
-  return yield* Worker.run(options, [tasks])
+  return yield* Worker.run({ ...options, topology: Topology.make({ queues: [{ name: resultQueue }] }) }, [tasks])
 })
 
 const logFailure = (cause: Cause.Cause<unknown>) => {
   if (Cause.hasInterruptsOnly(cause)) return Effect.void
   const error = Cause.squash(cause)
-  return error instanceof Config.ConfigError
-    ? Effect.logError(`invalid configuration: ${error.cause.message}`)
-    : Effect.logError("worker stopped on an error", cause)
+  if (error instanceof Config.ConfigError) return Effect.logError(`invalid configuration: ${error.cause.message}`)
+  if (error instanceof Topology.TopologyConflict) return Effect.logError(`worker stopped: ${error.message}`)
+  return Effect.logError("worker stopped on an error", cause)
 }
 
 const main = Effect.gen(function*() {

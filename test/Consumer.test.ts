@@ -17,7 +17,7 @@ const ids = (n: number, prefix = "t") => Array.from({ length: n }, (_, i) => `${
 /** A queue whose rejected messages dead-letter into a second queue. */
 const queueWithDeadLetters = (admin: broker.Admin) =>
   Effect.gen(function*() {
-    const dlq = yield* admin.queue("dlq")
+    const dlq = yield* admin.queue("dlq", {})
     const queue = yield* admin.queue("work", { deadLetterExchange: "", deadLetterRoutingKey: dlq })
     const queueOptions = { arguments: { "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq } }
     return { queue, dlq, queueOptions }
@@ -43,7 +43,7 @@ describe("Consumer", () => {
       assert.deepStrictEqual([...handled].sort(), ids(200).sort())
     }))
 
-  it.live("rejects bodies that do not decode without requeue, logs why with the message id, and goes on", () =>
+  it.live("policy reject: bodies that do not decode are rejected without requeue (to the queue's own DLX), logged with the reason and message id", () =>
     Effect.gen(function*() {
       const captured = logs.capture()
       yield* Effect.gen(function*() {
@@ -54,6 +54,7 @@ describe("Consumer", () => {
           queue,
           queueOptions,
           schema: Task,
+          onFailure: "reject",
           handler: (task) => Effect.sync(() => handled.push(task.id))
         })
         const { worker } = yield* startWorker([consumer])
@@ -74,10 +75,10 @@ describe("Consumer", () => {
         assert.deepStrictEqual(dead.map((m) => m.properties.messageId).sort(), ["bad-json", "bad-shape", "empty"])
       }).pipe(Effect.provide(captured.layer))
 
-      const rejected = captured.matching(/message rejected: cannot decode the message body/)
+      const rejected = captured.matching(/message rejected: cannot decode the message \(InvalidBody\)/)
       assert.deepStrictEqual(rejected.map((line) => line.annotations.messageId).sort(), ["bad-json", "bad-shape", "empty"])
       const shape = rejected.find((line) => line.annotations.messageId === "bad-shape")
-      assert.match(shape!.message, /Expected string/)
+      assert.match(shape!.message, /InvalidBody.*Expected string/)
       const json = rejected.find((line) => line.annotations.messageId === "bad-json")
       assert.match(json!.message, /JSON/)
     }))

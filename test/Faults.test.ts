@@ -63,7 +63,8 @@ describe("Faults", () => {
       yield* assertAllHandled(queue, expected, handled)
       // The old connection and its channel are gone, no duplicate was left open.
       assert.strictEqual((yield* broker.connectionsNamed(name)).length, 1)
-      assert.strictEqual(yield* broker.channelsOf(name), 1)
+      // The consumer's channel and the publisher's.
+      assert.strictEqual(yield* broker.channelsOf(name), 2)
       assert.isAtLeast(captured.matching(/connection to .* lost: .*reconnecting in \d+ ms \(attempt 1\)/).length, 1)
       noChannelErrors(captured)
     }).pipe(Effect.provide(captured.layer))
@@ -269,7 +270,8 @@ describe("Faults", () => {
       assert.isAtLeast(captured.matching(/channel closed before the message could be settled/).length, 1)
       noChannelErrors(captured)
       // Still the one connection, with its one channel: no 406 closed it.
-      assert.strictEqual(yield* broker.channelsOf(name), 1)
+      // The consumer's channel and the publisher's.
+      assert.strictEqual(yield* broker.channelsOf(name), 2)
     }).pipe(Effect.provide(captured.layer))
   })
 })

@@ -1,5 +1,6 @@
 /**
- * The outcome table: from how a handler ended to ack, requeue or reject.
+ * The outcome table: from how a handler ended, the policy and the attempt, to
+ * ack, retry, requeue, reject or dead-letter.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Data, Exit } from "effect"
@@ -9,33 +10,80 @@ class OutOfStock extends Data.TaggedError("OutOfStock")<{ readonly sku: string }
 
 const failed = Exit.fail(new Outcome.HandlerError({ error: new OutOfStock({ sku: "x1" }) }))
 const died = Exit.die(new Error("boom"))
+const undecodable = Exit.fail(new Outcome.DecodeError({ kind: "InvalidBody", reason: "Expected string" }))
+const interrupted = Exit.failCause(Cause.interrupt())
+const first = { attempt: 1, redelivered: false }
+const retry3 = Outcome.retry({ maxAttempts: 3, delay: "1 second" })
+const policies: ReadonlyArray<Outcome.FailurePolicy> = [retry3, "dead-letter", "requeue", "reject"]
 
 describe("Outcome.decide", () => {
-  it("success is an ack", () => {
-    assert.deepStrictEqual(Outcome.decide(Exit.void, "requeue"), { _tag: "Ack" })
+  it("success is an ack, whatever the policy", () => {
+    for (const policy of policies) assert.deepStrictEqual(Outcome.decide(Exit.void, policy, first), { _tag: "Ack" })
   })
-  it("a body that did not decode is rejected whatever the policy", () => {
-    const exit = Exit.fail(new Outcome.DecodeError({ reason: "Expected string" }))
-    for (const policy of ["requeue", "reject"] as const) {
-      const decision = Outcome.decide(exit, policy)
-      assert.strictEqual(decision._tag, "Reject")
+
+  it("a message that does not decode is dead-lettered at once (rejected under the reject policy)", () => {
+    for (const policy of [retry3, "dead-letter", "requeue"] as const) {
+      const decision = Outcome.decide(undecodable, policy, first)
+      assert.deepStrictEqual(decision, {
+        _tag: "DeadLetter",
+        failure: { tag: "InvalidBody", message: "Expected string", attempts: 1 }
+      })
     }
+    assert.strictEqual(Outcome.decide(undecodable, "reject", first)._tag, "Reject")
   })
-  it("a typed failure follows the policy and names the error", () => {
-    const requeued = Outcome.decide(failed, "requeue")
-    assert.strictEqual(requeued._tag, "Requeue")
-    assert.include(requeued._tag === "Requeue" ? requeued.reason : "", "OutOfStock")
-    assert.strictEqual(Outcome.decide(failed, "reject")._tag, "Reject")
+
+  it("retry: retried until the last attempt, then dead-lettered with the error's tag", () => {
+    assert.deepStrictEqual(Outcome.decide(failed, retry3, first), {
+      _tag: "Retry",
+      attempt: 1,
+      reason: 'OutOfStock: {"sku":"x1"}'
+    })
+    assert.strictEqual(Outcome.decide(failed, retry3, { attempt: 2, redelivered: false })._tag, "Retry")
+    const last = Outcome.decide(failed, retry3, { attempt: 3, redelivered: false })
+    assert.strictEqual(last._tag, "DeadLetter")
+    assert.deepStrictEqual(last._tag === "DeadLetter" ? last.failure : undefined, {
+      tag: "OutOfStock",
+      message: '{"sku":"x1"}',
+      attempts: 3
+    })
   })
-  it("a defect follows the policy", () => {
-    assert.strictEqual(Outcome.decide(died, "requeue")._tag, "Requeue")
-    const rejected = Outcome.decide(died, "reject")
-    assert.strictEqual(rejected._tag, "Reject")
-    assert.include(rejected._tag === "Reject" ? rejected.reason : "", "boom")
+
+  it("a defect is a failure like any other, tagged Defect", () => {
+    assert.strictEqual(Outcome.decide(died, retry3, first)._tag, "Retry")
+    const parked = Outcome.decide(died, "dead-letter", first)
+    assert.deepStrictEqual(parked, { _tag: "DeadLetter", failure: { tag: "Defect", message: "boom", attempts: 1 } })
   })
-  it("an interrupted handler is requeued whatever the policy", () => {
-    const exit = Exit.failCause(Cause.interrupt())
-    assert.strictEqual(Outcome.decide(exit, "reject")._tag, "Requeue")
-    assert.strictEqual(Outcome.decide(exit, "requeue")._tag, "Requeue")
+
+  it("requeue: once; a redelivered message that fails again is dead-lettered, so it cannot loop", () => {
+    assert.strictEqual(Outcome.decide(failed, "requeue", first)._tag, "Requeue")
+    assert.strictEqual(Outcome.decide(failed, "requeue", { attempt: 1, redelivered: true })._tag, "DeadLetter")
+  })
+
+  it("reject and dead-letter policies", () => {
+    assert.strictEqual(Outcome.decide(failed, "reject", first)._tag, "Reject")
+    assert.strictEqual(Outcome.decide(failed, "dead-letter", first)._tag, "DeadLetter")
+  })
+
+  it("an interrupted handler is requeued, whatever the policy", () => {
+    for (const policy of policies) assert.strictEqual(Outcome.decide(interrupted, policy, first)._tag, "Requeue")
+  })
+})
+
+describe("Outcome.attemptOf", () => {
+  it("is 1 without x-death, and counts the rejections from this queue", () => {
+    assert.strictEqual(Outcome.attemptOf(undefined, "q"), 1)
+    assert.strictEqual(Outcome.attemptOf({}, "q"), 1)
+    const headers = {
+      "x-death": [
+        { queue: "q.retry", reason: "expired", count: 2 },
+        { queue: "q", reason: "rejected", count: 2 },
+        { queue: "other", reason: "rejected", count: 7 }
+      ]
+    }
+    assert.strictEqual(Outcome.attemptOf(headers, "q"), 3)
+  })
+  it("ignores a malformed x-death header", () => {
+    assert.strictEqual(Outcome.attemptOf({ "x-death": "nonsense" }, "q"), 1)
+    assert.strictEqual(Outcome.attemptOf({ "x-death": [null, 3, { queue: "q", reason: "rejected", count: "2" }] }, "q"), 1)
   })
 })

@@ -21,8 +21,9 @@ describe("Shutdown (worker process)", () => {
         const admin = yield* broker.admin
         const queue = yield* admin.queue("shutdown")
         const all = ids(40)
-        yield* admin.publishTasks(queue, all)
         const worker = yield* spawnWorker({ AMQP_QUEUE: queue, WORK_MS: "400", AMQP_PREFETCH: "10" })
+        yield* worker.waitFor("consuming", (logs) => logs.some((l) => /^consuming from/.test(messageText(l))))
+        yield* admin.publishTasks(queue, all)
         // The first batch of 10 is done and the second is in flight.
         yield* worker.waitFor("a first batch", (logs) => handledIds(logs).length >= 10)
         yield* Effect.sleep("100 millis")
@@ -40,6 +41,9 @@ describe("Shutdown (worker process)", () => {
         assert.deepStrictEqual([...handled, ...remaining].sort(), [...all].sort())
         // ...and the broker holds nothing unacked.
         assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 0 })
+        // Every handled task published exactly one confirmed result.
+        const results = (yield* admin.drainQueue(`${queue}.done`)).map((m) => String(m.properties.messageId))
+        assert.deepStrictEqual(results.sort(), [...handled].sort())
         // Every stdout line is one JSON object; handled lines carry the message id.
         const stdoutLines = worker.output.filter((line) => line.startsWith("{"))
         assert.strictEqual(worker.logs.length, stdoutLines.length)
@@ -52,9 +56,9 @@ describe("Shutdown (worker process)", () => {
     Effect.gen(function*() {
       const admin = yield* broker.admin
       const queue = yield* admin.queue("grace")
-      yield* admin.publishTasks(queue, ids(5))
       const worker = yield* spawnWorker({ AMQP_QUEUE: queue, WORK_MS: "20000", SHUTDOWN_GRACE_MS: "500" })
       yield* worker.waitFor("consuming", (logs) => logs.some((l) => /^consuming from/.test(messageText(l))))
+      yield* admin.publishTasks(queue, ids(5))
       yield* broker.eventually("5 in flight", broker.queueCounts(queue), (c) => c.unacked === 5)
       const signalledAt = Date.now()
       worker.signal("SIGTERM")

@@ -8,6 +8,7 @@ import * as amqp from "amqplib"
 import { execFile } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { Effect, Redacted, type Scope } from "effect"
+import * as Topology from "../../src/Topology.ts"
 
 export const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 export const url = Redacted.make(URL)
@@ -95,11 +96,19 @@ export const eventually = <A>(
   })
 
 export interface Admin {
-  /** Declares a durable queue with a unique name, deleted when the scope closes. */
+  /**
+   * A unique queue name; the queue (and the `.retry` and `.dlq` queues a
+   * consumer may add) are deleted when the scope closes. With `options` the
+   * queue is declared now; without, the consumer under test declares it.
+   */
   readonly queue: (
     prefix: string,
     options?: amqp.Options.AssertQueue
   ) => Effect.Effect<string, never, Scope.Scope>
+  /** A unique exchange name; the exchange is deleted when the scope closes. */
+  readonly exchange: (prefix: string) => Effect.Effect<string, never, Scope.Scope>
+  /** Declares the queues of a topology the way the worker does. */
+  readonly declare: (topology: Topology.Topology) => Effect.Effect<void>
   /** Publishes persistent messages and waits for the broker's confirms. */
   readonly publish: (
     queue: string,
@@ -154,11 +163,30 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
       Effect.acquireRelease(
         Effect.promise(async () => {
           const name = uniqueName(prefix)
-          await channel.assertQueue(name, { durable: true, ...options })
+          if (options !== undefined) await channel.assertQueue(name, { durable: true, ...options })
           return name
         }),
-        (name) => deleteQueue(name).pipe(Effect.ignore)
+        (name) => Effect.forEach([name, `${name}.retry`, `${name}.dlq`, `${name}.done`], deleteQueue, { discard: true })
       ),
+    exchange: (prefix) =>
+      Effect.acquireRelease(
+        Effect.sync(() => uniqueName(prefix)),
+        (name) =>
+          Effect.promise(async () => {
+            const c = await amqp.connect(URL)
+            c.on("error", () => {})
+            const ch = await c.createChannel()
+            ch.on("error", () => {})
+            await ch.deleteExchange(name).catch(() => undefined)
+            await c.close().catch(() => undefined)
+          })
+      ),
+    declare: (topology) =>
+      Effect.promise(async () => {
+        for (const queue of topology.queues) {
+          await channel.assertQueue(queue.name, { durable: true, arguments: Topology.queueArguments(queue) })
+        }
+      }),
     publish,
     publishTasks: (queue, ids) =>
       publish(queue, ids.map((id) => ({ body: JSON.stringify({ id }), options: { messageId: id } }))),

@@ -10,7 +10,7 @@ import { uniqueName, URL } from "./broker.ts"
 
 export const fastBackoff = { base: "100 millis", max: "1 second", healthyAfter: "2 seconds" } as const
 
-export const startWorker = <R>(
+export const startWorker = <R = never>(
   consumers: ReadonlyArray<Consumer.Consumer<R>>,
   overrides: Partial<Worker.WorkerOptions> & { readonly url?: string } = {}
 ): Effect.Effect<{ readonly worker: Worker.Worker["Service"]; readonly name: string }, never, R | Scope.Scope> =>

@@ -1,0 +1,406 @@
+/**
+ * Confirmed publishing in the worker's reconnecting sessions.
+ *
+ * `publish` succeeds only once the broker has confirmed the message. Every
+ * other end is a typed {@link PublishError}: the broker nacked it, it was
+ * unroutable (messages are published as mandatory by default), no session
+ * came within the timeout, too many publishes were already waiting, or the
+ * connection was lost before the confirm came (then the message may or may
+ * not have arrived: publishing it again can duplicate it, never lose it).
+ *
+ * While there is no connection, or the broker has blocked it (a memory or
+ * disk alarm), or the socket's write buffer is full, publishes wait instead
+ * of piling up in memory, bounded by `timeout` and `maxWaiting`.
+ *
+ * Bodies are JSON, encoded with a Schema, so a value of the wrong shape
+ * cannot be published. Every message gets a `messageId` (a random UUID unless
+ * given), `contentType: application/json`, a timestamp, the caller's headers,
+ * and is persistent unless told otherwise.
+ *
+ * Handlers of a {@link Worker} get the worker's publisher as the `Publisher`
+ * service.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schema } from "effect"
+ * import { Publisher } from "effect-rabbitmq-worker"
+ *
+ * const Done = Schema.Struct({ id: Schema.String, ok: Schema.Boolean })
+ *
+ * const reportDone = (id: string) =>
+ *   Effect.gen(function*() {
+ *     const publisher = yield* Publisher.Publisher
+ *     yield* publisher.publish({ routingKey: "tasks.done", schema: Done, body: { id, ok: true }, messageId: id })
+ *   })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type * as amqp from "amqplib"
+import { randomUUID } from "node:crypto"
+import { Cause, Context, Data, Duration, Effect, Latch, Schema } from "effect"
+import * as Channel from "./Channel.ts"
+import type { Connection } from "./Connection.ts"
+import * as Outcome from "./Outcome.ts"
+import * as Reconnect from "./Reconnect.ts"
+
+/**
+ * The broker refused the message (basic.nack).
+ *
+ * @since 0.1.0
+ */
+export class PublishNacked extends Data.TaggedError("PublishNacked")<{ readonly messageId: string }> {
+  override get message() {
+    return `the broker nacked message ${this.messageId}`
+  }
+}
+
+/**
+ * A mandatory message matched no queue and came back (basic.return).
+ *
+ * @since 0.1.0
+ */
+export class PublishUnroutable extends Data.TaggedError("PublishUnroutable")<{
+  readonly messageId: string
+  readonly exchange: string
+  readonly routingKey: string
+}> {
+  override get message() {
+    return `message ${this.messageId} to exchange "${this.exchange}" with routing key "${this.routingKey}" matched no queue`
+  }
+}
+
+/**
+ * No session could take the message within the timeout (the connection is
+ * down or blocked).
+ *
+ * @since 0.1.0
+ */
+export class PublishTimeout extends Data.TaggedError("PublishTimeout")<{
+  readonly messageId: string
+  readonly timeout: Duration.Duration
+}> {
+  override get message() {
+    return `message ${this.messageId} not sent within ${Duration.format(this.timeout)}: no connection, or the broker blocked it`
+  }
+}
+
+/**
+ * Too many publishes are already waiting for a session.
+ *
+ * @since 0.1.0
+ */
+export class PublishBufferFull extends Data.TaggedError("PublishBufferFull")<{
+  readonly messageId: string
+  readonly maxWaiting: number
+}> {
+  override get message() {
+    return `message ${this.messageId} refused: ${this.maxWaiting} publishes are already waiting for the broker`
+  }
+}
+
+/**
+ * The channel closed after the message was sent and before the broker
+ * confirmed it: it may or may not have arrived.
+ *
+ * @since 0.1.0
+ */
+export class PublishUnconfirmed extends Data.TaggedError("PublishUnconfirmed")<{
+  readonly messageId: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `message ${this.messageId} was sent but not confirmed: ${this.reason}`
+  }
+}
+
+/**
+ * The body did not encode with its schema.
+ *
+ * @since 0.1.0
+ */
+export class PublishEncodeError extends Data.TaggedError("PublishEncodeError")<{
+  readonly messageId: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `message ${this.messageId} does not encode: ${this.reason}`
+  }
+}
+
+/**
+ * @since 0.1.0
+ */
+export type PublishError =
+  | PublishNacked
+  | PublishUnroutable
+  | PublishTimeout
+  | PublishBufferFull
+  | PublishUnconfirmed
+  | PublishEncodeError
+
+/**
+ * A message to publish; `body` is encoded to JSON with `schema`.
+ *
+ * @since 0.1.0
+ */
+export interface OutgoingMessage<S extends Schema.Top> {
+  /** Default "" (the default exchange, which routes by queue name). */
+  readonly exchange?: string | undefined
+  readonly routingKey: string
+  readonly schema: S
+  readonly body: S["Type"]
+  /** Default: a random UUID. */
+  readonly messageId?: string | undefined
+  readonly correlationId?: string | undefined
+  readonly headers?: Readonly<Record<string, unknown>> | undefined
+  /** Fail with {@link PublishUnroutable} when no queue gets it. Default true. */
+  readonly mandatory?: boolean | undefined
+  /** Written to disk by durable queues. Default true. */
+  readonly persistent?: boolean | undefined
+}
+
+/**
+ * A message whose body is already bytes (used to dead-letter deliveries as
+ * they came).
+ *
+ * @since 0.1.0
+ */
+export interface RawMessage {
+  readonly exchange: string
+  readonly routingKey: string
+  readonly content: Buffer
+  readonly options: amqp.Options.Publish & { readonly messageId: string }
+  readonly mandatory?: boolean | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface PublisherOptions {
+  /** How long a publish may wait for a usable connection. Default 10 seconds. */
+  readonly timeout?: Duration.Input | undefined
+  /** Publishes that may wait at once; more fail with {@link PublishBufferFull}. Default 1000. */
+  readonly maxWaiting?: number | undefined
+}
+
+/**
+ * Counts for tests and metrics.
+ *
+ * @since 0.1.0
+ */
+export interface PublisherStats {
+  /** Waiting for a connection, an unblocked broker or a drained socket. */
+  readonly waiting: number
+  /** Sent, not yet confirmed. */
+  readonly unconfirmed: number
+}
+
+/**
+ * @since 0.1.0
+ */
+export class Publisher extends Context.Service<Publisher, {
+  readonly publish: <S extends Schema.Top>(
+    message: OutgoingMessage<S>
+  ) => Effect.Effect<void, PublishError, S["EncodingServices"]>
+  readonly publishRaw: (message: RawMessage) => Effect.Effect<void, PublishError>
+  readonly stats: Effect.Effect<PublisherStats>
+}>()("effect-rabbitmq-worker/Publisher") {}
+
+/** The session's confirm channel, while it is open. */
+interface Live {
+  readonly channel: Channel.Channel<amqp.ConfirmChannel>
+  readonly unblocked: Latch.Latch
+  readonly drained: Latch.Latch
+  /** Pending mandatory publishes by message id, oldest first, to match basic.return. */
+  readonly returns: Map<string, Array<{ returned: boolean }>>
+}
+
+/**
+ * The publisher of a worker, and `attach`, which a session runs to give it a
+ * channel on the session's connection.
+ *
+ * @since 0.1.0
+ */
+export const make = (options: PublisherOptions = {}) =>
+  Effect.gen(function*() {
+    const timeout = Duration.fromInputUnsafe(options.timeout ?? "10 seconds")
+    const maxWaiting = options.maxWaiting ?? 1000
+    let live: Live | undefined
+    const available = yield* Latch.make(false)
+    let waiting = 0
+    let unconfirmed = 0
+
+    /** Waits until a channel can take a message: connected, unblocked, drained. */
+    const ready = (messageId: string): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
+      Effect.suspend(() => {
+        const current = live
+        if (current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()) {
+          return Effect.succeed(current)
+        }
+        if (waiting >= maxWaiting) return Effect.fail(new PublishBufferFull({ messageId, maxWaiting }))
+        waiting++
+        return available.await.pipe(
+          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.unblocked.await)),
+          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.drained.await)),
+          Effect.timeoutOrElse({
+            duration: timeout,
+            orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout }))
+          }),
+          Effect.ensuring(Effect.sync(() => {
+            waiting--
+          })),
+          Effect.andThen(Effect.suspend(() => ready(messageId)))
+        )
+      })
+
+    /** Sends on the live channel and waits for the confirm; retries when the channel closed before sending. */
+    const send = (message: RawMessage): Effect.Effect<void, PublishError> =>
+      Effect.gen(function*() {
+        const messageId = message.options.messageId
+        while (true) {
+          const current = yield* ready(messageId)
+          const mandatory = message.mandatory ?? true
+          const tracker = { returned: false }
+          const sent = yield* Effect.callback<
+            { readonly sent: false } | { readonly sent: true; readonly error: unknown },
+            never
+          >((resume) => {
+            if (mandatory) {
+              const pending = current.returns.get(messageId)
+              if (pending === undefined) current.returns.set(messageId, [tracker])
+              else pending.push(tracker)
+            }
+            const forget = () => {
+              if (!mandatory) return
+              const pending = current.returns.get(messageId)
+              pending?.splice(pending.indexOf(tracker), 1)
+              if (pending?.length === 0) current.returns.delete(messageId)
+            }
+            let writable: boolean
+            try {
+              unconfirmed++
+              writable = current.channel.raw.publish(
+                message.exchange,
+                message.routingKey,
+                message.content,
+                { ...message.options, mandatory },
+                (error: unknown) => {
+                  unconfirmed--
+                  forget()
+                  resume(Effect.succeed({ sent: true, error }))
+                }
+              )
+            } catch {
+              // The channel closed before the message went out: nothing was
+              // sent, so trying again on the next channel cannot duplicate it.
+              unconfirmed--
+              forget()
+              return resume(Effect.succeed({ sent: false }))
+            }
+            if (!writable) current.drained.closeUnsafe()
+          })
+          if (!sent.sent) {
+            yield* Effect.yieldNow
+            continue
+          }
+          if (sent.error !== null && sent.error !== undefined) {
+            const reason = sent.error instanceof Error ? sent.error.message : String(sent.error)
+            if (reason === "message nacked") return yield* Effect.fail(new PublishNacked({ messageId }))
+            // The channel closed: say why when the broker closed it (e.g. 404, no such exchange).
+            const why = current.channel.serverError()
+            return yield* Effect.fail(new PublishUnconfirmed({ messageId, reason: why === undefined ? reason : `${reason}: ${why}` }))
+          }
+          if (tracker.returned) {
+            return yield* Effect.fail(
+              new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
+            )
+          }
+          return
+        }
+      })
+
+    const publish = <S extends Schema.Top>(message: OutgoingMessage<S>) =>
+      Effect.gen(function*() {
+        const messageId = message.messageId ?? randomUUID()
+        const json = yield* Schema.encodeEffect(Schema.fromJsonString(message.schema))(message.body).pipe(
+          Effect.mapError((error) => new PublishEncodeError({ messageId, reason: error.message }))
+        )
+        return yield* send({
+          exchange: message.exchange ?? "",
+          routingKey: message.routingKey,
+          content: Buffer.from(json, "utf8"),
+          mandatory: message.mandatory,
+          options: {
+            messageId,
+            contentType: "application/json",
+            persistent: message.persistent ?? true,
+            timestamp: Math.floor(Date.now() / 1000),
+            ...(message.correlationId === undefined ? {} : { correlationId: message.correlationId }),
+            ...(message.headers === undefined ? {} : { headers: message.headers })
+          }
+        })
+      })
+
+    const service = Publisher.of({
+      publish,
+      publishRaw: send,
+      stats: Effect.sync(() => ({ waiting, unconfirmed }))
+    })
+
+    /**
+     * Keeps a confirm channel open on `connection` for the publisher until
+     * interrupted, opening a new one after the broker closed it.
+     */
+    const attach = (
+      connection: Connection,
+      settings: { readonly backoff: Reconnect.BackoffOptions; readonly onReady: Effect.Effect<void> }
+    ): Effect.Effect<never> =>
+      Reconnect.loop(
+        {
+          backoff: settings.backoff,
+          onRetry: ({ attempt, cause, delay }) =>
+            Effect.logWarning(
+              `publisher channel closed (${Outcome.describe(Cause.squash(cause))}); ` +
+                `opening a new one in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+            )
+        },
+        (ready) =>
+          Effect.gen(function*() {
+            const channel = yield* Channel.makeConfirm(connection)
+            const current: Live = {
+              channel,
+              unblocked: connection.unblocked,
+              drained: Latch.makeUnsafe(true),
+              returns: new Map()
+            }
+            channel.raw.on("drain", () => current.drained.openUnsafe())
+            channel.raw.on("return", (returned: amqp.Message) => {
+              const id: unknown = returned.properties.messageId
+              const tracker = typeof id === "string" ? current.returns.get(id)?.find((t) => !t.returned) : undefined
+              if (tracker !== undefined) tracker.returned = true
+            })
+            yield* Effect.acquireRelease(
+              Effect.sync(() => {
+                live = current
+                available.openUnsafe()
+              }),
+              () =>
+                Effect.sync(() => {
+                  live = undefined
+                  available.closeUnsafe()
+                  // Wake the waiters of this channel's latches: they wait for the next channel.
+                  current.drained.openUnsafe()
+                })
+            )
+            yield* ready
+            yield* settings.onReady
+            return yield* channel.closed
+          }).pipe(
+            Effect.scoped,
+            Effect.catch(Channel.unlessConnectionLost(connection))
+          )
+      )
+
+    return { service, attach } as const
+  })

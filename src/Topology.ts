@@ -1,0 +1,218 @@
+/**
+ * The broker objects a worker needs, described once as data and declared in
+ * every session: exchanges, queues (classic or quorum) and bindings. Because
+ * declarations are idempotent they run again after every reconnect, so the
+ * topology exists again after a broker restart or a deleted queue.
+ *
+ * A declaration that conflicts with what the broker already has (406
+ * PRECONDITION_FAILED: the same queue with other arguments) fails with
+ * {@link TopologyConflict}, which names the object and the argument. Retrying
+ * cannot mend it, so the worker stops with that error instead of looping.
+ *
+ * @example
+ * ```ts
+ * import { Topology } from "effect-rabbitmq-worker"
+ *
+ * const topology = Topology.make({
+ *   exchanges: [{ name: "orders", type: "topic" }],
+ *   queues: [{ name: "orders.ship", type: "quorum" }],
+ *   bindings: [{ exchange: "orders", queue: "orders.ship", routingKey: "order.paid" }]
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Data, Effect } from "effect"
+import type * as Channel from "./Channel.ts"
+
+/**
+ * @since 0.1.0
+ */
+export interface ExchangeSpec {
+  readonly name: string
+  readonly type: "direct" | "topic" | "fanout" | "headers"
+  /** Default true. */
+  readonly durable?: boolean | undefined
+  readonly arguments?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface QueueSpec {
+  readonly name: string
+  /** `quorum` queues are replicated and always durable. Default `classic`. */
+  readonly type?: "classic" | "quorum" | undefined
+  /** Default true. */
+  readonly durable?: boolean | undefined
+  /** Where rejected or expired messages go: an exchange ("" is the default exchange) and a routing key. */
+  readonly deadLetter?: { readonly exchange: string; readonly routingKey?: string | undefined } | undefined
+  /** Messages expire after this many milliseconds (`x-message-ttl`). */
+  readonly messageTtlMs?: number | undefined
+  /** Other `x-` arguments. */
+  readonly arguments?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface BindingSpec {
+  readonly exchange: string
+  readonly queue: string
+  readonly routingKey?: string | undefined
+  readonly arguments?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface Topology {
+  readonly exchanges: ReadonlyArray<ExchangeSpec>
+  readonly queues: ReadonlyArray<QueueSpec>
+  readonly bindings: ReadonlyArray<BindingSpec>
+}
+
+/**
+ * @since 0.1.0
+ */
+export const empty: Topology = { exchanges: [], queues: [], bindings: [] }
+
+/**
+ * @since 0.1.0
+ */
+export const make = (topology: Partial<Topology>): Topology => ({ ...empty, ...topology })
+
+/**
+ * A declaration conflicts with what the broker has.
+ *
+ * @since 0.1.0
+ */
+export class TopologyConflict extends Data.TaggedError("TopologyConflict")<{
+  readonly kind: "queue" | "exchange" | "binding"
+  readonly name: string
+  /** The argument the broker disagrees about, when it says. */
+  readonly argument: string | undefined
+  readonly reason: string
+}> {
+  override get message() {
+    const argument = this.argument === undefined ? "" : ` (argument ${this.argument})`
+    return `${this.kind} ${this.name} conflicts with the broker's${argument}: ${this.reason}`
+  }
+}
+
+/**
+ * The `x-` arguments a queue is declared with.
+ *
+ * @since 0.1.0
+ */
+export const queueArguments = (queue: QueueSpec): Record<string, unknown> => {
+  const args: Record<string, unknown> = { ...queue.arguments }
+  if (queue.type === "quorum") args["x-queue-type"] = "quorum"
+  if (queue.deadLetter !== undefined) {
+    args["x-dead-letter-exchange"] = queue.deadLetter.exchange
+    if (queue.deadLetter.routingKey !== undefined) args["x-dead-letter-routing-key"] = queue.deadLetter.routingKey
+  }
+  if (queue.messageTtlMs !== undefined) args["x-message-ttl"] = queue.messageTtlMs
+  return args
+}
+
+/**
+ * Two descriptions in one. A queue described twice is merged: later
+ * arguments win.
+ *
+ * @since 0.1.0
+ */
+export const merge = (self: Topology, that: Topology): Topology => {
+  const queues = new Map<string, QueueSpec>()
+  for (const queue of [...self.queues, ...that.queues]) {
+    const previous = queues.get(queue.name)
+    queues.set(
+      queue.name,
+      previous === undefined ? queue : {
+        ...previous,
+        ...queue,
+        arguments: { ...previous.arguments, ...queue.arguments }
+      }
+    )
+  }
+  const exchanges = new Map<string, ExchangeSpec>()
+  for (const exchange of [...self.exchanges, ...that.exchanges]) exchanges.set(exchange.name, exchange)
+  return {
+    exchanges: [...exchanges.values()],
+    queues: [...queues.values()],
+    bindings: [...self.bindings, ...that.bindings]
+  }
+}
+
+const conflict = (kind: TopologyConflict["kind"], name: string) =>
+(
+  error: Channel.ChannelError
+): Effect.Effect<never, TopologyConflict | Channel.ChannelError> =>
+  error.code === 406
+    ? Effect.fail(
+      new TopologyConflict({
+        kind,
+        name,
+        argument: /inequivalent arg '([^']+)'/.exec(error.reason)?.[1],
+        reason: error.reason
+      })
+    )
+    : Effect.fail(error)
+
+const declareExchange = (channel: Channel.Channel, exchange: ExchangeSpec) =>
+  channel.call(
+    `exchange.declare ${exchange.name}`,
+    (ch) => ch.assertExchange(exchange.name, exchange.type, { durable: exchange.durable ?? true, arguments: exchange.arguments })
+  ).pipe(Effect.catch(conflict("exchange", exchange.name)))
+
+const declareQueueOnly = (channel: Channel.Channel, queue: QueueSpec) =>
+  channel.call(
+    `queue.declare ${queue.name}`,
+    (ch) =>
+      ch.assertQueue(queue.name, {
+        durable: queue.type === "quorum" ? true : queue.durable ?? true,
+        arguments: queueArguments(queue)
+      })
+  ).pipe(Effect.catch(conflict("queue", queue.name)))
+
+const bind = (channel: Channel.Channel, binding: BindingSpec) =>
+  channel.call(
+    `queue.bind ${binding.queue} to ${binding.exchange}`,
+    (ch) => ch.bindQueue(binding.queue, binding.exchange, binding.routingKey ?? "", binding.arguments)
+  ).pipe(Effect.catch(conflict("binding", `${binding.exchange} -> ${binding.queue}`)))
+
+/**
+ * Declares everything: exchanges, then queues, then bindings.
+ *
+ * @since 0.1.0
+ */
+export const declare = (
+  channel: Channel.Channel,
+  topology: Topology
+): Effect.Effect<void, TopologyConflict | Channel.ChannelError> =>
+  Effect.gen(function*() {
+    for (const exchange of topology.exchanges) yield* declareExchange(channel, exchange)
+    for (const queue of topology.queues) yield* declareQueueOnly(channel, queue)
+    for (const binding of topology.bindings) yield* bind(channel, binding)
+  })
+
+/**
+ * Declares one queue again with its bindings (after the broker deleted it),
+ * or with default settings when the topology does not describe it.
+ *
+ * @since 0.1.0
+ */
+export const declareQueue = (
+  channel: Channel.Channel,
+  topology: Topology,
+  name: string
+): Effect.Effect<void, TopologyConflict | Channel.ChannelError> =>
+  Effect.gen(function*() {
+    yield* declareQueueOnly(channel, topology.queues.find((queue) => queue.name === name) ?? { name })
+    for (const binding of topology.bindings) {
+      if (binding.queue !== name) continue
+      const exchange = topology.exchanges.find((e) => e.name === binding.exchange)
+      if (exchange !== undefined) yield* declareExchange(channel, exchange)
+      yield* bind(channel, binding)
+    }
+  })

@@ -1,0 +1,153 @@
+/**
+ * Poison messages: failures retried with a delay up to a maximum counted by
+ * the broker, then parked in the dead-letter queue with the reason; bad input
+ * parked at once; no hot loop on any path.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Data, Effect, Schema } from "effect"
+import * as Consumer from "../src/Consumer.ts"
+import type { Message } from "../src/Message.ts"
+import * as Outcome from "../src/Outcome.ts"
+import * as broker from "./support/broker.ts"
+import * as logs from "./support/logs.ts"
+import { startWorker } from "./support/worker.ts"
+
+const Task = Schema.Struct({ id: Schema.String })
+class Flaky extends Data.TaggedError("Flaky")<{ readonly id: string }> {}
+
+interface Attempt {
+  readonly id: string
+  readonly attempt: number
+  readonly at: number
+}
+
+/** A consumer whose handler always fails, recording each attempt. */
+const alwaysFailing = (queue: string, onFailure: Outcome.FailurePolicy) => {
+  const attempts: Array<Attempt> = []
+  const consumer = Consumer.make({
+    queue,
+    schema: Task,
+    onFailure,
+    handler: (task, message: Message) =>
+      Effect.suspend(() => {
+        attempts.push({ id: task.id, attempt: message.attempt, at: Date.now() })
+        return Effect.fail(new Flaky({ id: task.id }))
+      })
+  })
+  return { attempts, consumer }
+}
+
+describe("Poison messages", () => {
+  it.live("a handler that always fails: retried after the delay up to the maximum, then parked with the reason", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("retry")
+      const { attempts, consumer } = alwaysFailing(queue, Outcome.retry({ maxAttempts: 3, delay: "400 millis" }))
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["doomed"])
+      yield* broker.eventually("parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      // Nothing more happens: no fourth attempt, nothing waiting anywhere.
+      yield* Effect.sleep("1200 millis")
+      assert.deepStrictEqual(attempts.map((a) => a.attempt), [1, 2, 3])
+      const gaps = attempts.slice(1).map((a, i) => a.at - attempts[i]!.at)
+      for (const gap of gaps) {
+        assert.isAtLeast(gap, 400)
+        assert.isBelow(gap, 1400)
+      }
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+      assert.strictEqual(yield* admin.ready(`${queue}.retry`), 0)
+      const [parked] = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.strictEqual(parked?.properties.messageId, "doomed")
+      assert.strictEqual(parked?.content.toString(), JSON.stringify({ id: "doomed" }))
+      const headers = parked?.properties.headers ?? {}
+      assert.strictEqual(headers["x-error-tag"], "Flaky")
+      assert.include(String(headers["x-error-message"]), "doomed")
+      assert.strictEqual(headers["x-attempts"], 3)
+      assert.strictEqual(headers["x-original-queue"], queue)
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("attempts are the broker's record: a new worker carries on the count", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("survive")
+      const policy = Outcome.retry({ maxAttempts: 3, delay: "1500 millis" })
+      const first = alwaysFailing(queue, policy)
+      yield* Effect.gen(function*() {
+        const { worker } = yield* startWorker([first.consumer])
+        yield* worker.awaitReady
+        yield* admin.publishTasks(queue, ["carried"])
+        yield* broker.eventually("first attempt", Effect.sync(() => first.attempts.length), (n) => n === 1)
+      }).pipe(Effect.scoped)
+      // The first worker is gone; the message waits in the retry queue.
+      const second = alwaysFailing(queue, policy)
+      const { worker } = yield* startWorker([second.consumer])
+      yield* worker.awaitReady
+      yield* broker.eventually("parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      assert.deepStrictEqual(first.attempts.map((a) => a.attempt), [1])
+      assert.deepStrictEqual(second.attempts.map((a) => a.attempt), [2, 3])
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("policy requeue: requeued once, then parked; never a hot loop", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("requeue")
+      const { attempts, consumer } = alwaysFailing(queue, "requeue")
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["loop?"])
+      yield* broker.eventually("parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      yield* Effect.sleep("500 millis")
+      assert.strictEqual(attempts.length, 2)
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("bad input goes to the dead-letter queue at once with the reason, and the worker keeps consuming", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("bad")
+      const handled: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        headers: Schema.Struct({ tenant: Schema.String }),
+        maxBodyBytes: 100,
+        handler: (task, message) => Effect.sync(() => handled.push(`${task.id}@${message.headers.tenant}`))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      const good = { tenant: "acme" }
+      yield* admin.publish(queue, [
+        { body: "{not json", options: { messageId: "invalid-json", headers: good } },
+        { body: JSON.stringify({ id: 42 }), options: { messageId: "wrong-shape", headers: good } },
+        { body: "", options: { messageId: "empty", headers: good } },
+        { body: JSON.stringify({ id: "x" }), options: { messageId: "text-plain", contentType: "text/plain", headers: good } },
+        { body: JSON.stringify({ id: "x".repeat(200) }), options: { messageId: "too-large", headers: good } },
+        { body: JSON.stringify({ id: "x" }), options: { messageId: "bad-header", headers: { tenant: 42 } } },
+        { body: JSON.stringify({ id: "fine" }), options: { messageId: "fine", contentType: "application/json", headers: good } }
+      ])
+      yield* broker.eventually("six parked", admin.ready(`${queue}.dlq`), (n) => n === 6)
+      yield* broker.eventually("the good one handled", Effect.sync(() => handled.length), (n) => n === 1)
+      assert.deepStrictEqual(handled, ["fine@acme"])
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      const why = Object.fromEntries(
+        parked.map((m) => [m.properties.messageId, [m.properties.headers?.["x-error-tag"], m.properties.headers?.["x-attempts"]]])
+      )
+      assert.deepStrictEqual(why, {
+        "invalid-json": ["InvalidBody", 1],
+        "wrong-shape": ["InvalidBody", 1],
+        "empty": ["InvalidBody", 1],
+        "text-plain": ["UnsupportedContentType", 1],
+        "too-large": ["BodyTooLarge", 1],
+        "bad-header": ["InvalidHeaders", 1]
+      })
+      const shape = parked.find((m) => m.properties.messageId === "wrong-shape")
+      assert.match(String(shape?.properties.headers?.["x-error-message"]), /Expected string/)
+      // The original body is kept as it came.
+      assert.strictEqual(shape?.content.toString(), JSON.stringify({ id: 42 }))
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+      assert.strictEqual(captured.matching(/dead-lettered to .*after 1 attempt/).length, 6)
+    }).pipe(Effect.provide(captured.layer))
+  })
+})

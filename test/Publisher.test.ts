@@ -1,0 +1,207 @@
+/**
+ * Confirmed publishing against the real broker: confirms, nacks, unroutable
+ * messages, encoding, waiting while disconnected or blocked (bounded), and a
+ * broker restart in the middle of publishing.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Schema } from "effect"
+import * as broker from "./support/broker.ts"
+import * as logs from "./support/logs.ts"
+import * as Proxy from "./support/proxy.ts"
+import { startWorker } from "./support/worker.ts"
+
+const Result = Schema.Struct({ id: Schema.String, total: Schema.Int })
+
+const errorTag = <A, E extends { readonly _tag: string }>(exit: Exit.Exit<A, E>) =>
+  Exit.isFailure(exit) ? Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value._tag : "defect") : "success"
+
+describe("Publisher", () => {
+  it.live("publish succeeds once confirmed; id, content type, headers and persistence are set", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("results", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      yield* worker.publisher.publish({
+        routingKey: queue,
+        schema: Result,
+        body: { id: "r1", total: 3 },
+        messageId: "r1",
+        headers: { tenant: "acme" }
+      })
+      yield* worker.publisher.publish({ routingKey: queue, schema: Result, body: { id: "r2", total: 4 } })
+      const [first, second] = yield* admin.drainQueue(queue)
+      assert.deepStrictEqual(JSON.parse(first!.content.toString()), { id: "r1", total: 3 })
+      assert.strictEqual(first!.properties.messageId, "r1")
+      assert.strictEqual(first!.properties.contentType, "application/json")
+      assert.strictEqual(first!.properties.deliveryMode, 2)
+      assert.strictEqual(first!.properties.headers?.tenant, "acme")
+      assert.match(String(second!.properties.messageId), /^[0-9a-f-]{36}$/)
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("a value of the wrong shape is not published: PublishEncodeError", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("encode", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const exit = yield* Effect.exit(worker.publisher.publish({
+        routingKey: queue,
+        schema: Result,
+        // what a bug (or an `as`) could smuggle past the types
+        body: { id: "r1", total: 1.5 }
+      }))
+      assert.strictEqual(errorTag(exit), "PublishEncodeError")
+      assert.strictEqual(yield* admin.ready(queue), 0)
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("an unroutable message fails with PublishUnroutable; a nack from the broker with PublishNacked", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      // A full queue that refuses more: the broker nacks the publish.
+      const full = yield* admin.queue("full", { maxLength: 1, arguments: { "x-overflow": "reject-publish" } })
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const unroutable = yield* Effect.exit(
+        worker.publisher.publish({ routingKey: broker.uniqueName("nowhere"), schema: Result, body: { id: "a", total: 1 } })
+      )
+      assert.strictEqual(errorTag(unroutable), "PublishUnroutable")
+      yield* worker.publisher.publish({ routingKey: full, schema: Result, body: { id: "b", total: 1 } })
+      const nacked = yield* Effect.exit(
+        worker.publisher.publish({ routingKey: full, schema: Result, body: { id: "c", total: 1 } })
+      )
+      assert.strictEqual(errorTag(nacked), "PublishNacked")
+      // Not mandatory: the broker drops it without a word, and that is what was asked.
+      yield* worker.publisher.publish({
+        routingKey: broker.uniqueName("nowhere"),
+        schema: Result,
+        body: { id: "d", total: 1 },
+        mandatory: false
+      })
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("publishing to a missing exchange fails typed; the publisher's channel reopens, the connection stays", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("after404", {})
+      const { name, worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const exit = yield* Effect.exit(worker.publisher.publish({
+        exchange: broker.uniqueName("no-exchange"),
+        routingKey: "x",
+        schema: Result,
+        body: { id: "a", total: 1 }
+      }))
+      assert.strictEqual(errorTag(exit), "PublishUnconfirmed")
+      assert.match(Exit.isFailure(exit) ? String(Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value.message : "")) : "", /NOT_FOUND/)
+      yield* worker.publisher.publish({ routingKey: queue, schema: Result, body: { id: "b", total: 1 } })
+      assert.strictEqual(yield* admin.ready(queue), 1)
+      assert.strictEqual(captured.matching(/^connected to/).length, 1)
+      assert.strictEqual((yield* broker.connectionsNamed(name)).length, 1)
+      assert.isAtLeast(captured.matching(/publisher channel closed .*NOT_FOUND/).length, 1)
+    }).pipe(Effect.provide(captured.layer))
+  })
+
+  it.live("while the connection is down, publishes wait (bounded by timeout and count), then go through", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("waiting", {})
+      const proxy = yield* Proxy.make()
+      const { worker } = yield* startWorker([], {
+        url: proxy.url,
+        publisher: { timeout: "10 seconds", maxWaiting: 2 },
+        reconnect: { base: "200 millis", max: "200 millis" }
+      })
+      yield* worker.awaitReady
+      yield* proxy.stop()
+      yield* broker.eventually("disconnected", worker.status, (s) => s.connection === "reconnecting")
+      const publish = (id: string) => worker.publisher.publish({ routingKey: queue, schema: Result, body: { id, total: 1 }, messageId: id })
+      const waiting = yield* Effect.forkChild(Effect.all([publish("w1"), publish("w2")], { concurrency: "unbounded" }))
+      yield* broker.eventually("two waiting", worker.publisher.stats, (s) => s.waiting === 2)
+      // A third would pile up past the bound: refused at once.
+      assert.strictEqual(errorTag(yield* Effect.exit(publish("w3"))), "PublishBufferFull")
+      yield* proxy.start()
+      yield* Fiber.join(waiting)
+      assert.deepStrictEqual((yield* admin.drainQueue(queue)).map((m) => m.properties.messageId).sort(), ["w1", "w2"])
+
+      // Past the timeout: PublishTimeout, and nothing is sent later.
+      const { worker: impatient } = yield* startWorker([], { url: proxy.url, publisher: { timeout: "300 millis" } })
+      yield* impatient.awaitReady
+      yield* proxy.stop()
+      yield* broker.eventually("disconnected", impatient.status, (s) => s.connection === "reconnecting")
+      const late = yield* Effect.exit(
+        impatient.publisher.publish({ routingKey: queue, schema: Result, body: { id: "late", total: 1 } })
+      )
+      assert.strictEqual(errorTag(late), "PublishTimeout")
+      yield* proxy.start()
+      yield* impatient.awaitReady
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(yield* admin.ready(queue), 0)
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("while the broker blocks the connection (memory alarm), publishing waits instead of piling up", () =>
+    Effect.gen(function*() {
+      yield* Effect.addFinalizer(() => broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4").pipe(Effect.ignore))
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("alarm", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const publish = (id: string) => worker.publisher.publish({ routingKey: queue, schema: Result, body: { id, total: 1 }, messageId: id })
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+      // The first publish under the alarm is what makes the broker block the connection.
+      const first = yield* Effect.forkChild(publish("m0"))
+      yield* broker.eventually("blocked", worker.status, (s) => s.blocked !== undefined, 20_000)
+      const rest = yield* Effect.forkChild(
+        Effect.forEach(["m1", "m2", "m3", "m4", "m5"], publish, { concurrency: "unbounded" })
+      )
+      yield* broker.eventually("five waiting", worker.publisher.stats, (s) => s.waiting === 5)
+      yield* Effect.sleep("1 second")
+      const stats = yield* worker.publisher.stats
+      // Only the first went out; the others wait, unsent.
+      assert.deepStrictEqual(stats, { waiting: 5, unconfirmed: 1 })
+      assert.isUndefined(first.pollUnsafe())
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+      yield* Fiber.join(first)
+      yield* Fiber.join(rest)
+      assert.strictEqual((yield* worker.status).blocked, undefined)
+      assert.deepStrictEqual(
+        (yield* admin.drainQueue(queue)).map((m) => m.properties.messageId).sort(),
+        ["m0", "m1", "m2", "m3", "m4", "m5"]
+      )
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("a broker restart while publishing: every publish was confirmed and is in the queue, or failed typed", () =>
+    Effect.gen(function*() {
+      yield* Effect.addFinalizer(() => broker.rabbitmqctl("start_app").pipe(Effect.ignore))
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("restart-publish", { durable: true })
+      const { worker } = yield* startWorker([], { publisher: { timeout: "1500 millis" } })
+      yield* worker.awaitReady
+      const ids = Array.from({ length: 400 }, (_, i) => `p-${i}`)
+      const confirmed: Array<string> = []
+      const failed: Array<string> = []
+      const publishing = yield* Effect.forkChild(Effect.forEach(ids, (id) =>
+        worker.publisher.publish({ routingKey: queue, schema: Result, body: { id, total: 1 }, messageId: id }).pipe(
+          Effect.matchEffect({
+            onSuccess: () => Effect.sync(() => confirmed.push(id)),
+            onFailure: (error) => Effect.sync(() => failed.push(`${id}:${error._tag}`))
+          }),
+          Effect.andThen(Effect.sleep("20 millis"))
+        ), { concurrency: 2, discard: true }))
+      yield* broker.eventually("some confirmed", Effect.sync(() => confirmed.length), (n) => n >= 50)
+      yield* broker.rabbitmqctl("stop_app")
+      yield* Effect.sleep("1 second")
+      yield* broker.rabbitmqctl("start_app")
+      yield* Fiber.join(publishing)
+      assert.strictEqual(confirmed.length + failed.length, ids.length)
+      // The broker was away longer than the publish timeout: some did fail.
+      assert.isAtLeast(failed.length, 1)
+      for (const failure of failed) assert.match(failure, /:(PublishTimeout|PublishUnconfirmed)$/)
+      // The admin's connection died with the broker: a new one reads the queue.
+      const after = yield* broker.admin
+      const queued = new Set((yield* after.drainQueue(queue)).map((m) => String(m.properties.messageId)))
+      // Nothing confirmed was lost.
+      assert.deepStrictEqual(confirmed.filter((id) => !queued.has(id)), [])
+    }).pipe(Effect.provide(logs.capture().layer)))
+})

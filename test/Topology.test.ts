@@ -1,0 +1,107 @@
+/**
+ * Topology: declared from one description in every session, and a conflict
+ * with the broker stops the worker with a clear error instead of a loop.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Schema } from "effect"
+import * as Topology from "../src/Topology.ts"
+import * as broker from "./support/broker.ts"
+import * as logs from "./support/logs.ts"
+import { messageText, spawnWorker } from "./support/process.ts"
+import { startWorker } from "./support/worker.ts"
+
+const Event = Schema.Struct({ id: Schema.String })
+
+const queueTypes = (names: ReadonlyArray<string>) =>
+  Effect.map(
+    broker.rabbitmqctl("list_queues", "name", "type", "--quiet", "--no-table-headers"),
+    (out) =>
+      Object.fromEntries(
+        out.split("\n").map((line) => line.split("\t")).filter(([name]) => names.includes(name!))
+      )
+  )
+
+describe("Topology", () => {
+  it.live("declares exchanges, classic and quorum queues, bindings and dead-letter settings; again after a reconnect", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const exchange = yield* admin.exchange("events")
+      const quorum = yield* admin.queue("quorum")
+      const classic = yield* admin.queue("classic")
+      const parked = yield* admin.queue("parked")
+      const topology = Topology.make({
+        exchanges: [{ name: exchange, type: "topic" }],
+        queues: [
+          { name: quorum, type: "quorum" },
+          { name: classic, deadLetter: { exchange: "", routingKey: parked }, messageTtlMs: 200 },
+          { name: parked }
+        ],
+        bindings: [
+          { exchange, queue: quorum, routingKey: "order.*" },
+          { exchange, queue: classic, routingKey: "#" }
+        ]
+      })
+      const { name, worker } = yield* startWorker([], { topology })
+      yield* worker.awaitReady
+      assert.deepStrictEqual(yield* queueTypes([quorum, classic, parked]), {
+        [quorum]: "quorum",
+        [classic]: "classic",
+        [parked]: "classic"
+      })
+      const publish = (routingKey: string, id: string) =>
+        worker.publisher.publish({ exchange, routingKey, schema: Event, body: { id }, messageId: id })
+      yield* publish("order.paid", "e1")
+      assert.strictEqual(yield* admin.ready(quorum), 1)
+      // The classic queue's messages expire after 200 ms into the parked queue.
+      yield* broker.eventually("expired into the parked queue", admin.ready(parked), (n) => n === 1)
+
+      // Remove some of it, drop the connection: the next session declares it all again.
+      yield* Effect.promise(() => admin.channel.deleteQueue(quorum))
+      yield* Effect.promise(() => admin.channel.deleteExchange(exchange))
+      yield* broker.closeConnectionsNamed(name)
+      yield* broker.eventually("reconnected", worker.status, (s) => s.connection === "connected" && s.attempt > 0, 20_000)
+      yield* worker.awaitReady
+      yield* publish("order.shipped", "e2")
+      const [again] = yield* admin.drainQueue(quorum)
+      assert.strictEqual(again?.properties.messageId, "e2")
+    }).pipe(Effect.provide(logs.capture().layer)))
+
+  it.live("a declaration that conflicts with the broker stops the worker with an error naming the queue and argument", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("conflict", {})
+      const { worker } = yield* startWorker([], {
+        topology: Topology.make({ queues: [{ name: queue, type: "quorum" }] })
+      })
+      const exit = yield* Effect.exit(worker.join)
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit) ? Exit.findErrorOption(exit) : undefined
+      assert.strictEqual(error?._tag, "Some")
+      if (error?._tag === "Some") {
+        assert.strictEqual(error.value._tag, "TopologyConflict")
+        assert.strictEqual(error.value.name, queue)
+        assert.strictEqual(error.value.argument, "x-queue-type")
+        assert.include(error.value.message, queue)
+      }
+      // Stopped at the first attempt: no reconnect loop.
+      assert.deepStrictEqual(captured.matching(/reconnecting in/).map((l) => l.message), [])
+    }).pipe(Effect.provide(captured.layer))
+  })
+
+  it.live("the worker process exits 1 naming the queue and the argument when its queue conflicts", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      // An existing queue without the dead-letter target the retry policy needs.
+      const queue = yield* admin.queue("legacy", {})
+      const worker = yield* spawnWorker({ AMQP_QUEUE: queue })
+      const code = yield* worker.exit()
+      assert.strictEqual(code, 1)
+      const error = worker.logs.find((line) => line.level === "ERROR")
+      assert.isDefined(error)
+      const text = `${messageText(error!)} ${String(error!.cause ?? "")}`
+      assert.include(text, queue)
+      assert.include(text, "x-dead-letter-exchange")
+      assert.isFalse(worker.logs.some((line) => /reconnecting in/.test(messageText(line))))
+    }))
+})
