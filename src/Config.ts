@@ -13,6 +13,9 @@
  * | `RECONNECT_BASE_MS`      | 200                                  |
  * | `RECONNECT_MAX_MS`       | 30000                                |
  * | `SHUTDOWN_GRACE_MS`      | 10000                                |
+ * | `MAX_BODY_BYTES`         | 1048576 (larger bodies are dead-lettered undecoded) |
+ * | `PUBLISH_TIMEOUT_MS`     | 10000 (how long a publish waits for a connection) |
+ * | `PUBLISH_MAX_WAITING`    | 1000 (publishes that may wait at once) |
  *
  * `LOG_LEVEL` and `LOG_FORMAT` are read by {@link Logging}.
  *
@@ -61,7 +64,10 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
   connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-rabbitmq-worker")),
   reconnectBaseMs: int("RECONNECT_BASE_MS", 1, 3_600_000, 200),
   reconnectMaxMs: int("RECONNECT_MAX_MS", 1, 3_600_000, 30_000),
-  shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 0, 3_600_000, 10_000)
+  shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 0, 3_600_000, 10_000),
+  maxBodyBytes: int("MAX_BODY_BYTES", 1, 512 * 1024 * 1024, 1024 * 1024),
+  publishTimeoutMs: int("PUBLISH_TIMEOUT_MS", 0, 3_600_000, 10_000),
+  publishMaxWaiting: int("PUBLISH_MAX_WAITING", 0, 1_000_000, 1000)
 }).pipe(
   Config.flatMap((c) =>
     c.reconnectMaxMs < c.reconnectBaseMs
@@ -71,6 +77,8 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
   Config.map((c): WorkerOptions => ({
     connection: { url: c.url, heartbeatSeconds: c.heartbeatSeconds, name: c.connectionName },
     prefetch: c.prefetch,
+    maxBodyBytes: c.maxBodyBytes,
+    publisher: { timeout: Duration.millis(c.publishTimeoutMs), maxWaiting: c.publishMaxWaiting },
     shutdownGrace: Duration.millis(c.shutdownGraceMs),
     reconnect: {
       base: Duration.millis(c.reconnectBaseMs),

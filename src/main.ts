@@ -5,7 +5,9 @@
  * `tasks`), simulates `WORK_MS` milliseconds of work (default 0), publishes
  * one confirmed result `{ "id", "worker", "handledAt" }` per task to
  * `AMQP_RESULT_QUEUE` (default `<queue>.done`) and logs one line per handled
- * task with its id. Everything else is configured as in {@link WorkerConfig}
+ * task with its id. A failing task is retried `RETRY_MAX_ATTEMPTS` times
+ * (default 5), `RETRY_DELAY_MS` apart (default 5000), then parked in
+ * `<queue>.dlq`. Everything else is configured as in {@link WorkerConfig}
  * and {@link Logging}. SIGTERM or SIGINT drain the worker and exit 0.
  *
  * Run `node src/main.ts` directly under a process manager: npm does not pass
@@ -19,6 +21,7 @@ import { Cause, Config, Duration, Effect, Exit, Option, type Runtime, Schema } f
 import * as Connection from "./Connection.ts"
 import * as Consumer from "./Consumer.ts"
 import * as Logging from "./Logging.ts"
+import * as Outcome from "./Outcome.ts"
 import * as Publisher from "./Publisher.ts"
 import * as Topology from "./Topology.ts"
 import * as Worker from "./Worker.ts"
@@ -30,7 +33,11 @@ const TaskDone = Schema.Struct({ id: Schema.String, worker: Schema.String, handl
 const example = Config.all({
   queue: Config.schema(Schema.NonEmptyString, "AMQP_QUEUE").pipe(Config.withDefault("tasks")),
   resultQueue: Config.schema(Schema.NonEmptyString, "AMQP_RESULT_QUEUE").pipe(Config.option),
-  workMs: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "WORK_MS").pipe(Config.withDefault(0))
+  workMs: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "WORK_MS").pipe(Config.withDefault(0)),
+  retryMaxAttempts: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1000 })), "RETRY_MAX_ATTEMPTS")
+    .pipe(Config.withDefault(5)),
+  retryDelayMs: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 86_400_000 })), "RETRY_DELAY_MS")
+    .pipe(Config.withDefault(5000))
 })
 
 const worker = Effect.gen(function*() {
@@ -41,6 +48,7 @@ const worker = Effect.gen(function*() {
   const tasks = Consumer.make({
     queue,
     schema: Task,
+    onFailure: Outcome.retry({ maxAttempts: config.retryMaxAttempts, delay: Duration.millis(config.retryDelayMs) }),
     handler: (task) =>
       Effect.gen(function*() {
         yield* Effect.sleep(Duration.millis(workMs))
