@@ -6,7 +6,8 @@
  *
  * | variable                 | default                              |
  * | ------------------------ | ------------------------------------ |
- * | `AMQP_URL`               | `amqp://guest:guest@127.0.0.1:5672`  |
+ * | `AMQP_URL`               | `amqp://guest:guest@127.0.0.1:5672` (several: comma-separated) |
+ * | `AMQP_TLS_CA_FILE`, `AMQP_TLS_CERT_FILE`, `AMQP_TLS_KEY_FILE` | none (PEM files for `amqps://`) |
  * | `AMQP_PREFETCH`          | 20 (1 to 65535)                      |
  * | `AMQP_HEARTBEAT_SECONDS` | 10 (0 turns heartbeats off)          |
  * | `AMQP_CONNECTION_NAME`   | `effect-rabbitmq-worker`             |
@@ -21,28 +22,52 @@
  *
  * @since 0.1.0
  */
-import { Config, Duration, Redacted, Schema, SchemaIssue } from "effect"
+import { readFileSync } from "node:fs"
+import { Config, Duration, Effect, Option, Redacted, Schema, SchemaIssue } from "effect"
 import type { WorkerOptions } from "./Worker.ts"
 
 /**
- * An `amqp://` or `amqps://` URL. The failure message never repeats the value:
- * it may hold a password.
+ * An `amqp://` or `amqps://` URL, or several separated by commas. The
+ * failure message never repeats the value: it may hold a password.
  *
  * @since 0.1.0
  */
-export const AmqpUrl = Schema.String.check(Schema.makeFilter((url: string) => {
-  try {
-    const parsed = new URL(url)
-    return parsed.protocol === "amqp:" || parsed.protocol === "amqps:"
-      ? undefined
-      : "must start with amqp:// or amqps://"
-  } catch {
-    return "is not a valid URL"
+export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => {
+  const parts = urls.split(",").map((part) => part.trim()).filter((part) => part.length > 0)
+  if (parts.length === 0) return "is empty"
+  for (const [i, url] of parts.entries()) {
+    const which = parts.length > 1 ? `address ${i + 1}` : "it"
+    try {
+      const parsed = new URL(url)
+      if (parsed.protocol !== "amqp:" && parsed.protocol !== "amqps:") {
+        return `must start with amqp:// or amqps:// (${which} does not)`
+      }
+    } catch {
+      return `is not a valid URL (${which})`
+    }
   }
+  return undefined
 }))
 
-const invalid = (path: ReadonlyArray<string>, message: string) =>
-  Config.fail(new Schema.SchemaError(new SchemaIssue.Pointer(path, new SchemaIssue.InvalidValue({ message }))))
+/** A value of variable `name` that parsed but cannot be used. */
+const issue = (name: string, message: string) =>
+  new Schema.SchemaError(new SchemaIssue.Pointer([name], new SchemaIssue.InvalidValue({ message })))
+
+/** A file named by `name`, read at start-up; unreadable is an error naming the variable. */
+const file = (name: string) =>
+  Config.String(name).pipe(
+    Config.option,
+    Config.mapEffect((path) =>
+      Option.match(path, {
+        onNone: () => Effect.succeed(undefined),
+        onSome: (path) =>
+          Effect.try({
+            try: () => readFileSync(path),
+            catch: (error) => new Config.ConfigError(issue(name, `cannot read ${path}: ${String(error)}`))
+          })
+      })
+    )
+  )
 
 const int = (name: string, minimum: number, maximum: number, fallback: number) =>
   Config.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })), name).pipe(Config.withDefault(fallback))
@@ -67,15 +92,16 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
   shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 0, 3_600_000, 10_000),
   maxBodyBytes: int("MAX_BODY_BYTES", 1, 512 * 1024 * 1024, 1024 * 1024),
   publishTimeoutMs: int("PUBLISH_TIMEOUT_MS", 0, 3_600_000, 10_000),
-  publishMaxWaiting: int("PUBLISH_MAX_WAITING", 0, 1_000_000, 1000)
+  publishMaxWaiting: int("PUBLISH_MAX_WAITING", 0, 1_000_000, 1000),
+  tls: Config.all({ ca: file("AMQP_TLS_CA_FILE"), cert: file("AMQP_TLS_CERT_FILE"), key: file("AMQP_TLS_KEY_FILE") })
 }).pipe(
   Config.flatMap((c) =>
     c.reconnectMaxMs < c.reconnectBaseMs
-      ? invalid(["RECONNECT_MAX_MS"], `must not be below RECONNECT_BASE_MS (${c.reconnectBaseMs})`)
+      ? Config.fail(issue("RECONNECT_MAX_MS", `must not be below RECONNECT_BASE_MS (${c.reconnectBaseMs})`))
       : Config.succeed(c)
   ),
   Config.map((c): WorkerOptions => ({
-    connection: { url: c.url, heartbeatSeconds: c.heartbeatSeconds, name: c.connectionName },
+    connection: { url: c.url, heartbeatSeconds: c.heartbeatSeconds, name: c.connectionName, tls: c.tls },
     prefetch: c.prefetch,
     maxBodyBytes: c.maxBodyBytes,
     publisher: { timeout: Duration.millis(c.publishTimeoutMs), maxWaiting: c.publishMaxWaiting },

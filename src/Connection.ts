@@ -1,7 +1,8 @@
 /**
  * One AMQP connection as a scoped resource.
  *
- * `make` opens an amqplib connection, attaches listeners for every event that
+ * `make` opens an amqplib connection (to the first of the broker addresses
+ * that answers, e.g. the nodes of a cluster), attaches listeners for every event that
  * could otherwise crash the process (`error` with no listener throws), and
  * closes the connection when the scope closes. `lost` fails with
  * {@link ConnectionLost} once the connection is gone for any reason: the
@@ -18,8 +19,14 @@ import { Data, Deferred, Duration, Effect, Exit, Latch, Queue, Redacted, type Sc
  * @since 0.1.0
  */
 export interface ConnectionOptions {
-  /** `amqp://user:password@host:port/vhost` (or `amqps://`). Kept redacted: it holds the password. */
+  /**
+   * `amqp://user:password@host:port/vhost` (or `amqps://`), or several of them
+   * separated by commas (the nodes of a cluster): each attempt tries them in
+   * turn. Kept redacted: it holds the password.
+   */
   readonly url: Redacted.Redacted<string>
+  /** For `amqps://`: the CA to trust, and a client certificate and key (PEM). */
+  readonly tls?: TlsOptions | undefined
   /** Heartbeat interval; a dead peer is noticed after about twice this. 0 disables heartbeats. Default 10. */
   readonly heartbeatSeconds?: number | undefined
   /** TCP connect plus AMQP handshake must finish within this. Default 10 seconds. */
@@ -27,6 +34,25 @@ export interface ConnectionOptions {
   /** Shown by the broker (`rabbitmqctl list_connections name`). */
   readonly name?: string | undefined
 }
+
+/**
+ * @since 0.1.0
+ */
+export interface TlsOptions {
+  readonly ca?: Buffer | undefined
+  readonly cert?: Buffer | undefined
+  readonly key?: Buffer | undefined
+}
+
+/**
+ * The addresses of a (comma-separated) broker URL.
+ *
+ * @since 0.1.0
+ */
+export const addresses = (url: Redacted.Redacted<string>): ReadonlyArray<Redacted.Redacted<string>> =>
+  Redacted.value(url).split(",").map((part) => part.trim()).filter((part) => part.length > 0).map((part) =>
+    Redacted.make(part)
+  )
 
 /**
  * Opening the connection failed (refused, timed out, bad credentials).
@@ -81,15 +107,16 @@ export interface Connection {
  *
  * @since 0.1.0
  */
-export const describeUrl = (url: Redacted.Redacted<string>): string => {
-  try {
-    const parsed = new URL(Redacted.value(url))
-    const vhost = parsed.pathname.length > 1 ? parsed.pathname : ""
-    return `${parsed.protocol}//${parsed.host}${vhost}`
-  } catch {
-    return "<invalid AMQP URL>"
-  }
-}
+export const describeUrl = (url: Redacted.Redacted<string>): string =>
+  addresses(url).map((address) => {
+    try {
+      const parsed = new URL(Redacted.value(address))
+      const vhost = parsed.pathname.length > 1 ? parsed.pathname : ""
+      return `${parsed.protocol}//${parsed.host}${vhost}`
+    } catch {
+      return "<invalid AMQP URL>"
+    }
+  }).join(", ")
 
 const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string => {
   const parsed = new URL(Redacted.value(url))
@@ -99,31 +126,59 @@ const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string 
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
+/** Tries each address once, from `first` on: the first that answers wins. */
+const connectAny = async (
+  urls: ReadonlyArray<Redacted.Redacted<string>>,
+  first: number,
+  options: ConnectionOptions
+): Promise<{ readonly model: amqp.ChannelModel; readonly server: string }> => {
+  const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds"))
+  const failures: Array<string> = []
+  for (let i = 0; i < urls.length; i++) {
+    const url = urls[(first + i) % urls.length]!
+    const server = describeUrl(url)
+    try {
+      const model = await amqp.connect(withHeartbeat(url, options.heartbeatSeconds ?? 10), {
+        timeout,
+        clientProperties: options.name === undefined ? {} : { connection_name: options.name },
+        ...options.tls
+      })
+      return { model, server }
+    } catch (error) {
+      failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
+    }
+  }
+  throw new Error(failures.join("; "))
+}
+
 /**
- * Opens a connection that is closed when the scope closes.
+ * Opens a connection that is closed when the scope closes. With several
+ * addresses, the attempt starts at address number `first` (modulo their
+ * count), so that successive sessions go round the nodes.
  *
  * @since 0.1.0
  */
-export const make = (options: ConnectionOptions): Effect.Effect<Connection, ConnectError, Scope.Scope> =>
+export const make = (
+  options: ConnectionOptions,
+  first = 0
+): Effect.Effect<Connection, ConnectError, Scope.Scope> =>
   Effect.gen(function*() {
-    const server = describeUrl(options.url)
+    const urls = addresses(options.url)
     const lost = yield* Deferred.make<never, ConnectionLost>()
     let open = false
     let lastError: string | undefined
+    let server = describeUrl(options.url)
     const unblocked = Latch.makeUnsafe(true)
     const blockedChanges = yield* Queue.unbounded<{ readonly blocked: boolean; readonly reason?: string }>()
-
-    const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds"))
 
     const model = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () =>
-          amqp.connect(withHeartbeat(options.url, options.heartbeatSeconds ?? 10), {
-            timeout,
-            clientProperties: options.name === undefined ? {} : { connection_name: options.name }
-          }).then((model) => {
+          connectAny(urls, first, options).then((connected) => {
             // Listeners go on before any event can fire: an `error` event
             // without a listener would crash the process.
+            const model = connected.model
+            server = connected.server
             open = true
             model.on("error", (error: Error) => {
               lastError = error.message

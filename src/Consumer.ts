@@ -46,10 +46,12 @@ import { Cause, Deferred, Duration, Effect, Exit, FiberSet, Queue, Schema } from
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
 import type { Message } from "./Message.ts"
+import * as Metrics from "./Metrics.ts"
 import * as Outcome from "./Outcome.ts"
 import type * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
 import * as Topology from "./Topology.ts"
+import * as Tracing from "./Tracing.ts"
 
 /**
  * How the consumer's queue is declared (it is created when missing).
@@ -150,6 +152,7 @@ export const make = <
   const deadLetterQueue = Outcome.usesDeadLetterQueue(policy) ? `${queue}.dlq` : undefined
   const decodeBody = Schema.decodeUnknownEffect(Schema.fromJsonString(options.schema))
   const decodeHeaders = options.headers === undefined ? undefined : Schema.decodeUnknownEffect(options.headers)
+  const metrics = Metrics.forQueue(queue)
 
   const topology = Topology.make({
     queues: [
@@ -209,14 +212,17 @@ export const make = <
         correlationId: stringOrUndefined(delivery.properties.correlationId),
         content
       }
-      return yield* Effect.mapError(options.handler(body, message), (error) => new Outcome.HandlerError({ error }))
+      return yield* options.handler(body, message).pipe(
+        Effect.mapError((error) => new Outcome.HandlerError({ error })),
+        Effect.withSpan("handle")
+      )
     })
 
   const run = (connection: Connection, settings: RunSettings) => {
     const prefetch = options.prefetch ?? settings.prefetch
     const concurrency = options.concurrency ?? prefetch
     const maxBodyBytes = options.maxBodyBytes ?? settings.maxBodyBytes
-    return Reconnect.loop(
+    return metrics.init.pipe(Effect.andThen(Reconnect.loop(
       {
         backoff: settings.backoff,
         isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
@@ -233,7 +239,7 @@ export const make = <
         consumeOnChannel(connection, { prefetch, concurrency, maxBodyBytes, settings, ready }).pipe(
           Effect.catch(Channel.unlessConnectionLost(connection))
         )
-    ).pipe(Effect.annotateLogs({ queue }))
+    )), Effect.annotateLogs({ queue }))
   }
 
   /** One channel's lifetime: ends (fails) when the channel closes. */
@@ -254,13 +260,27 @@ export const make = <
 
       const handleNext = Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(Queue.take(deliveries)), (delivery) => {
-          const attempt = Outcome.attemptOf(delivery.properties.headers, queue)
+          const startedAt = performance.now()
+          const headers = delivery.properties.headers
+          const attempt = Outcome.attemptOf(headers, queue)
           const messageId = stringOrUndefined(delivery.properties.messageId)
-          return restore(process(delivery, maxBodyBytes, attempt)).pipe(
-            Effect.exit,
+          return metrics.received.pipe(
+            Effect.andThen(restore(process(delivery, maxBodyBytes, attempt)).pipe(Effect.exit)),
             Effect.flatMap((exit) =>
               settle(delivery, Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered }))
             ),
+            Effect.flatMap(({ log, outcome }) => {
+              const seconds = (performance.now() - startedAt) / 1000
+              return Effect.andThen(
+                metrics.settled(outcome, seconds),
+                Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
+              )
+            }),
+            Tracing.consume(queue, headers, {
+              "messaging.message.id": messageId,
+              "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
+              "messaging.rabbitmq.message.attempt": attempt
+            }),
             Effect.annotateLogs(messageId === undefined ? { attempt } : { messageId, attempt })
           )
         })
@@ -379,8 +399,24 @@ const sendNow = (
   }
 }
 
-const channelGone = (decision: string) =>
-  Effect.logDebug(`channel closed before the message could be settled (${decision}); the broker redelivers it`)
+/** What was done with a delivery, and the log line that says so. */
+interface Settled {
+  /** The outcome sent to the broker; undefined when the channel was gone. */
+  readonly outcome: Outcome.Decision["_tag"] | undefined
+  readonly log: Effect.Effect<void>
+}
+
+const channelGone = (decision: string): Settled => ({
+  outcome: undefined,
+  log: Effect.logDebug(`channel closed before the message could be settled (${decision}); the broker redelivers it`)
+})
+
+const sent = (
+  channel: Channel.Channel,
+  delivery: amqp.ConsumeMessage,
+  decision: Exclude<Outcome.Decision, { readonly _tag: "DeadLetter" }>,
+  log: Effect.Effect<void>
+): Settled => sendNow(channel, delivery, decision) ? { outcome: decision._tag, log } : channelGone(decision._tag)
 
 /**
  * Carries out a decision. Dead-lettering publishes a copy to the dead-letter
@@ -393,19 +429,25 @@ const settler = (
   publisher: Publisher.Publisher["Service"],
   names: { readonly queue: string; readonly deadLetterQueue: string | undefined }
 ) =>
-(delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<void> => {
-  if (decision._tag !== "DeadLetter") {
-    if (!sendNow(channel, delivery, decision)) return channelGone(decision._tag)
-    switch (decision._tag) {
-      case "Ack":
-        return Effect.void
-      case "Requeue":
-        return Effect.logWarning(`message requeued: ${decision.reason}`)
-      case "Reject":
-        return Effect.logWarning(`message rejected: ${decision.reason}`)
-      case "Retry":
-        return Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
-    }
+(delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<Settled> => {
+  switch (decision._tag) {
+    case "Ack":
+      return Effect.succeed(sent(channel, delivery, decision, Effect.logDebug("message acked")))
+    case "Requeue":
+      return Effect.succeed(sent(channel, delivery, decision, Effect.logWarning(`message requeued: ${decision.reason}`)))
+    case "Reject":
+      return Effect.succeed(sent(channel, delivery, decision, Effect.logWarning(`message rejected: ${decision.reason}`)))
+    case "Retry":
+      return Effect.succeed(
+        sent(
+          channel,
+          delivery,
+          decision,
+          Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
+        )
+      )
+    case "DeadLetter":
+      break
   }
   const { failure } = decision
   const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
@@ -435,22 +477,28 @@ const settler = (
     Effect.raceFirst(channel.closed),
     Effect.matchEffect({
       onSuccess: () =>
-        sendNow(channel, delivery, { _tag: "Ack" })
-          ? Effect.logWarning(
-            `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ${failure.tag}: ${failure.message}`
-          )
-          : channelGone("dead-lettered, then ack"),
+        Effect.succeed(
+          sendNow(channel, delivery, { _tag: "Ack" })
+            ? {
+              outcome: "DeadLetter" as const,
+              log: Effect.logWarning(
+                `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
+                  `${failure.tag}: ${failure.message}`
+              )
+            }
+            : channelGone("dead-lettered, then ack")
+        ),
       onFailure: (error) =>
         channel.isOpen()
-          ? Effect.logError(`could not dead-letter the message (${error.message}); requeueing it`).pipe(
-            Effect.andThen(Effect.sleep("1 second")),
-            Effect.andThen(Effect.suspend(() =>
-              sendNow(channel, delivery, { _tag: "Requeue", reason: "dead-lettering failed" })
-                ? Effect.void
-                : channelGone("Requeue")
+          ? Effect.sleep("1 second").pipe(
+            Effect.as(sent(
+              channel,
+              delivery,
+              { _tag: "Requeue", reason: "dead-lettering failed" },
+              Effect.logError(`could not dead-letter the message (${error.message}); requeued it`)
             ))
           )
-          : channelGone("DeadLetter")
+          : Effect.succeed(channelGone("DeadLetter"))
     })
   )
 }

@@ -41,8 +41,10 @@ import { randomUUID } from "node:crypto"
 import { Cause, Context, Data, Duration, Effect, Latch, Schema } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
+import * as Metrics from "./Metrics.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Reconnect from "./Reconnect.ts"
+import * as Tracing from "./Tracing.ts"
 
 /**
  * The broker refused the message (basic.nack).
@@ -320,14 +322,30 @@ export const make = (options: PublisherOptions = {}) =>
         }
       })
 
+    /**
+     * `send` in a producer span, counted in the metrics; `make` receives the
+     * span's `traceparent` header, so the consumer's span continues the trace.
+     */
+    const sendTraced = (
+      target: { readonly exchange: string; readonly routingKey: string; readonly messageId: string },
+      make: (traceparent: Readonly<Record<string, string>>) => RawMessage
+    ) =>
+      Effect.flatMap(Tracing.currentTraceparent, (traceparent) => send(make(traceparent))).pipe(
+        Effect.tapError((error) => Metrics.publishFailed(error._tag)),
+        Effect.tap(() => Metrics.published),
+        Tracing.publish(target.exchange, target.routingKey, target.messageId)
+      )
+
     const publish = <S extends Schema.Top>(message: OutgoingMessage<S>) =>
       Effect.gen(function*() {
         const messageId = message.messageId ?? randomUUID()
         const json = yield* Schema.encodeEffect(Schema.fromJsonString(message.schema))(message.body).pipe(
-          Effect.mapError((error) => new PublishEncodeError({ messageId, reason: error.message }))
+          Effect.mapError((error) => new PublishEncodeError({ messageId, reason: error.message })),
+          Effect.tapError((error) => Metrics.publishFailed(error._tag))
         )
-        return yield* send({
-          exchange: message.exchange ?? "",
+        const exchange = message.exchange ?? ""
+        return yield* sendTraced({ exchange, routingKey: message.routingKey, messageId }, (traceparent) => ({
+          exchange,
           routingKey: message.routingKey,
           content: Buffer.from(json, "utf8"),
           mandatory: message.mandatory,
@@ -337,14 +355,18 @@ export const make = (options: PublisherOptions = {}) =>
             persistent: message.persistent ?? true,
             timestamp: Math.floor(Date.now() / 1000),
             ...(message.correlationId === undefined ? {} : { correlationId: message.correlationId }),
-            ...(message.headers === undefined ? {} : { headers: message.headers })
+            headers: { ...message.headers, ...traceparent }
           }
-        })
+        }))
       })
+
+    /** Bytes as they are, e.g. a delivery being dead-lettered: its own headers (and traceparent) are kept. */
+    const publishRaw = (message: RawMessage) =>
+      sendTraced({ ...message, messageId: message.options.messageId }, () => message)
 
     const service = Publisher.of({
       publish,
-      publishRaw: send,
+      publishRaw,
       stats: Effect.sync(() => ({ waiting, unconfirmed }))
     })
 

@@ -57,10 +57,13 @@ export const make = <R>(
     ) => Effect.Effect<never>
   },
   status: SubscriptionRef.SubscriptionRef<Status>
-) =>
-(ready: Effect.Effect<void>): Effect.Effect<never, SessionError, R> =>
+) => {
+  // With several broker addresses, each session starts at the next one, so a
+  // lost node is not the first one tried again.
+  let sessions = 0
+  return (ready: Effect.Effect<void>): Effect.Effect<never, SessionError, R> =>
   Effect.gen(function*() {
-    const connection = yield* Connection.make(options.connection)
+    const connection = yield* Connection.make(options.connection, sessions++)
     yield* Effect.logInfo(`connected to ${connection.server}`)
     // Declared before anything consumes, so that a conflict stops the worker
     // before a single message is taken.
@@ -127,3 +130,4 @@ export const make = <R>(
     // with the connection.
     return yield* Effect.raceFirst(connection.lost, Effect.andThen(runConsumers, Effect.never))
   }).pipe(Effect.scoped)
+}

@@ -3,19 +3,25 @@
  * subscribed, and if not, what is it waiting for. Readiness checks, tests and
  * operators read it; only the worker writes it.
  *
+ * The {@link WorkerStatus} service holds it apart from the worker, so that
+ * the health endpoints can be started before the worker and stopped after it
+ * (they answer 503 while it drains).
+ *
  * @since 0.1.0
  */
+import { Context, Layer, SubscriptionRef } from "effect"
 
 /**
  * - `connecting`: the first connection attempt is under way;
  * - `connected`: a connection is open (consumers may still be subscribing);
  * - `reconnecting`: the last attempt failed or the connection was lost, the
  *   next attempt is `nextRetryMs` away;
- * - `stopping`: shutdown began.
+ * - `stopping`: shutdown began;
+ * - `stopped`: the worker has ended.
  *
  * @since 0.1.0
  */
-export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopping"
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopping" | "stopped"
 
 /**
  * @since 0.1.0
@@ -65,3 +71,18 @@ export const consumerNames = (queues: ReadonlyArray<string>): ReadonlyArray<stri
     return n === 1 ? queue : `${queue}#${n}`
   })
 }
+
+/**
+ * The worker's status, shared by the worker (which writes it) and the health
+ * endpoints (which read it). A worker started without it keeps its own.
+ *
+ * @since 0.1.0
+ */
+export class WorkerStatus extends Context.Service<WorkerStatus, SubscriptionRef.SubscriptionRef<Status>>()(
+  "effect-rabbitmq-worker/WorkerStatus"
+) {}
+
+/**
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<WorkerStatus> = Layer.effect(WorkerStatus, SubscriptionRef.make(initial([])))

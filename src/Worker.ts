@@ -31,6 +31,7 @@
 import { Cause, Context, Duration, Effect, Fiber, Layer, type Scope, Stream, SubscriptionRef } from "effect"
 import type * as Connection from "./Connection.ts"
 import type * as Consumer from "./Consumer.ts"
+import * as Metrics from "./Metrics.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
@@ -93,7 +94,12 @@ export const make = <R>(
 ): Effect.Effect<Worker["Service"], never, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
   Effect.gen(function*() {
     const names = Status.consumerNames(consumers.map((c) => c.queue))
-    const status = yield* SubscriptionRef.make(Status.initial(names))
+    const shared = yield* Effect.serviceOption(Status.WorkerStatus)
+    const status = shared._tag === "Some" ? shared.value : yield* SubscriptionRef.make(Status.initial(names))
+    yield* SubscriptionRef.set(status, Status.initial(names))
+    // The connection gauges follow the status.
+    yield* Metrics.init
+    yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(status), Metrics.status))
     const backoff = options.reconnect ?? defaults.reconnect
     const publisher = yield* Publisher.make(options.publisher)
     const topology = consumers.reduce(
@@ -129,21 +135,24 @@ export const make = <R>(
         const reason = Outcome.describe(Cause.squash(cause))
         const ms = Math.round(Duration.toMillis(delay))
         return Effect.andThen(
-          SubscriptionRef.update(status, (s): Status.Status => ({
+          Effect.andThen(Metrics.reconnect, SubscriptionRef.update(status, (s): Status.Status => ({
             ...s,
             connection: "reconnecting",
             attempt,
             nextRetryMs: ms,
             lastError: reason,
             consumers: Object.fromEntries(names.map((name) => [name, false]))
-          })),
+          }))),
           Effect.logWarning(`${reason}; reconnecting in ${ms} ms (attempt ${attempt})`)
         )
       }
     }, session)
 
     const fiber = yield* Effect.forkScoped(
-      loop.pipe(Effect.onInterrupt(() => Effect.logInfo("stopped: consumers drained, channels and connection closed")))
+      loop.pipe(
+        Effect.onInterrupt(() => Effect.logInfo("stopped: consumers drained, channels and connection closed")),
+        Effect.onExit(() => SubscriptionRef.update(status, (s): Status.Status => ({ ...s, connection: "stopped" })))
+      )
     )
     // Registered after the fork, so it runs first when the scope closes:
     // readiness turns false before the drain starts.

@@ -5,7 +5,9 @@
  * `tasks`), simulates `WORK_MS` milliseconds of work (default 0), publishes
  * one confirmed result `{ "id", "worker", "handledAt" }` per task to
  * `AMQP_RESULT_QUEUE` (default `<queue>.done`) and logs one line per handled
- * task with its id. A failing task is retried `RETRY_MAX_ATTEMPTS` times
+ * task with its id. `/healthz`, `/readyz` and `/metrics` are served on
+ * `HTTP_HOST:HTTP_PORT` (default 127.0.0.1:9464), and spans are exported
+ * when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A failing task is retried `RETRY_MAX_ATTEMPTS` times
  * (default 5), `RETRY_DELAY_MS` apart (default 5000), then parked in
  * `<queue>.dlq`. Everything else is configured as in {@link WorkerConfig}
  * and {@link Logging}. SIGTERM or SIGINT drain the worker and exit 0.
@@ -20,9 +22,12 @@ import { hostname } from "node:os"
 import { Cause, Config, Duration, Effect, Exit, Option, type Runtime, Schema } from "effect"
 import * as Connection from "./Connection.ts"
 import * as Consumer from "./Consumer.ts"
+import * as Health from "./Health.ts"
 import * as Logging from "./Logging.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Publisher from "./Publisher.ts"
+import * as Status from "./Status.ts"
+import * as Telemetry from "./Telemetry.ts"
 import * as Topology from "./Topology.ts"
 import * as Worker from "./Worker.ts"
 import * as WorkerConfig from "./Config.ts"
@@ -81,7 +86,15 @@ const logFailure = (cause: Cause.Cause<unknown>) => {
 
 const main = Effect.gen(function*() {
   const logging = yield* Logging.load.pipe(Effect.tapCause(logFailure))
-  return yield* worker.pipe(Effect.tapCause(logFailure), Effect.provide(Logging.layer(logging)))
+  return yield* worker.pipe(
+    // Built before the worker starts and released after it stopped: the
+    // health endpoints answer (503) while the worker drains.
+    Effect.provide(Health.layerConfig),
+    Effect.provide(Status.layer),
+    Effect.provide(Telemetry.layerConfig),
+    Effect.tapCause(logFailure),
+    Effect.provide(Logging.layer(logging))
+  )
 })
 
 /** A drained shutdown (interruption by SIGTERM/SIGINT) is a success: exit 0. */

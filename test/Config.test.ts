@@ -5,7 +5,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Redacted } from "effect"
 import * as WorkerConfig from "../src/Config.ts"
+import { fileURLToPath } from "node:url"
 import * as Connection from "../src/Connection.ts"
+import * as Health from "../src/Health.ts"
 import * as Logging from "../src/Logging.ts"
 
 const load = (env: Record<string, string>) =>
@@ -62,7 +64,12 @@ describe("WorkerConfig", () => {
       ["RECONNECT_MAX_MS", "1.5"],
       ["SHUTDOWN_GRACE_MS", "soon"],
       ["AMQP_URL", "http://user:hunter2@rabbit"],
-      ["AMQP_URL", "not a url hunter2"]
+      ["AMQP_URL", "not a url hunter2"],
+      ["AMQP_URL", "amqp://user:hunter2@a:5672,http://user:hunter2@b"],
+      ["MAX_BODY_BYTES", "0"],
+      ["PUBLISH_TIMEOUT_MS", "never"],
+      ["PUBLISH_MAX_WAITING", "-1"],
+      ["AMQP_TLS_CA_FILE", "/nonexistent/ca.pem"]
     ] as const
   ) {
     it.effect(`${variable}=${value} fails with an error naming ${variable}`, () =>
@@ -73,6 +80,36 @@ describe("WorkerConfig", () => {
         assert.notInclude(error.message, "hunter2")
       }))
   }
+
+  it.effect("several broker addresses, TLS files, body and publish limits", () =>
+    Effect.gen(function*() {
+      const ca = fileURLToPath(new URL("fixtures/tls/ca.pem", import.meta.url))
+      const options = yield* load({
+        AMQP_URL: "amqps://u:p@node-a:5671, amqps://u:p@node-b:5671",
+        AMQP_TLS_CA_FILE: ca,
+        MAX_BODY_BYTES: "2048",
+        PUBLISH_TIMEOUT_MS: "1500",
+        PUBLISH_MAX_WAITING: "10"
+      })
+      assert.strictEqual(Connection.describeUrl(options.connection.url), "amqps://node-a:5671, amqps://node-b:5671")
+      assert.strictEqual(Connection.addresses(options.connection.url).length, 2)
+      assert.include(options.connection.tls?.ca?.toString() ?? "", "BEGIN CERTIFICATE")
+      assert.isUndefined(options.connection.tls?.cert)
+      assert.strictEqual(options.maxBodyBytes, 2048)
+      assert.deepStrictEqual(options.publisher, { timeout: Duration.millis(1500), maxWaiting: 10 })
+    }))
+
+  it.effect("HTTP_HOST and HTTP_PORT", () =>
+    Effect.gen(function*() {
+      const read = (env: Record<string, string>) =>
+        Effect.gen(function*() {
+          return yield* Health.options
+        }).pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env))))
+      assert.deepStrictEqual(yield* read({}), { host: "127.0.0.1", port: 9464 })
+      assert.deepStrictEqual(yield* read({ HTTP_HOST: "0.0.0.0", HTTP_PORT: "8080" }), { host: "0.0.0.0", port: 8080 })
+      const error = yield* Effect.flip(read({ HTTP_PORT: "eighty" }))
+      assert.include(error.message, "HTTP_PORT")
+    }))
 
   it.effect("RECONNECT_MAX_MS below RECONNECT_BASE_MS is an error", () =>
     Effect.gen(function*() {

@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { Effect, type Scope } from "effect"
+import { freePort } from "./ports.ts"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
 
@@ -36,11 +37,13 @@ export const spawnWorker = (env: Record<string, string>): Effect.Effect<WorkerPr
     let exitCode: number | null | undefined
     const exitWaiters: Array<() => void> = []
 
+    // Its own health port, unless the test chose one.
+    const httpPort = String(yield* freePort)
     const child: ChildProcess = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn(process.execPath, ["src/main.ts"], {
           cwd: root,
-          env: { ...process.env, LOG_FORMAT: "json", ...env },
+          env: { ...process.env, LOG_FORMAT: "json", HTTP_PORT: httpPort, ...env },
           stdio: ["ignore", "pipe", "pipe"]
         })
       ),

@@ -7,8 +7,11 @@
  * - `cut()` destroys every connection, like a socket reset;
  * - `stop()` / `start()` close and reopen the listening port, like a broker
  *   that is down (connection refused) and comes back.
+ * With `tls`, it terminates TLS in front of the (plain) broker, like a broker
+ * with an `amqps://` listener.
  */
 import * as net from "node:net"
+import * as tls from "node:tls"
 import { Effect, type Scope } from "effect"
 
 export interface Proxy {
@@ -35,7 +38,7 @@ const listen = (server: net.Server, port: number) =>
 
 export const make = (
   target: { readonly host: string; readonly port: number } = { host: "127.0.0.1", port: 5672 },
-  options: { readonly listening?: boolean } = {}
+  options: { readonly listening?: boolean; readonly tls?: tls.TlsOptions } = {}
 ): Effect.Effect<Proxy, never, Scope.Scope> =>
   Effect.gen(function*() {
     let paused = false
@@ -43,7 +46,7 @@ export const make = (
     let accepted = 0
     const sockets = new Set<net.Socket>()
 
-    const server = net.createServer((client) => {
+    const onClient = (client: net.Socket) => {
       accepted++
       const upstream = net.connect(target.port, target.host)
       sockets.add(client)
@@ -63,7 +66,12 @@ export const make = (
       }
       pipe(client, upstream, false)
       pipe(upstream, client, true)
-    })
+    }
+    const server: net.Server = options.tls === undefined
+      ? net.createServer(onClient)
+      : tls.createServer(options.tls, onClient)
+    // A client that fails the TLS handshake must not take the test down.
+    server.on("tlsClientError", () => {})
 
     // Reserve a free port, then keep using it across stop/start.
     const port = yield* listen(server, 0)
@@ -86,7 +94,7 @@ export const make = (
 
     return {
       port,
-      url: `amqp://guest:guest@127.0.0.1:${port}`,
+      url: options.tls === undefined ? `amqp://guest:guest@127.0.0.1:${port}` : `amqps://guest:guest@localhost:${port}`,
       pause: () => {
         paused = true
       },

@@ -4,6 +4,7 @@
  * heartbeats and a short backoff.
  */
 import { Effect, Redacted, type Scope } from "effect"
+import type * as Connection from "../../src/Connection.ts"
 import type * as Consumer from "../../src/Consumer.ts"
 import * as Worker from "../../src/Worker.ts"
 import { uniqueName, URL } from "./broker.ts"
@@ -12,13 +13,13 @@ export const fastBackoff = { base: "100 millis", max: "1 second", healthyAfter: 
 
 export const startWorker = <R = never>(
   consumers: ReadonlyArray<Consumer.Consumer<R>>,
-  overrides: Partial<Worker.WorkerOptions> & { readonly url?: string } = {}
+  overrides: Partial<Worker.WorkerOptions> & { readonly url?: string; readonly tls?: Connection.TlsOptions } = {}
 ): Effect.Effect<{ readonly worker: Worker.Worker["Service"]; readonly name: string }, never, R | Scope.Scope> =>
   Effect.gen(function*() {
     const name = uniqueName("worker")
-    const { url, ...rest } = overrides
+    const { tls, url, ...rest } = overrides
     const worker = yield* Worker.make({
-      connection: { url: Redacted.make(url ?? URL), name, heartbeatSeconds: 2 },
+      connection: { url: Redacted.make(url ?? URL), name, heartbeatSeconds: 2, tls },
       reconnect: fastBackoff,
       shutdownGrace: "2 seconds",
       ...rest

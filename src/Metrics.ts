@@ -1,0 +1,124 @@
+/**
+ * The worker's metrics, as Effect metrics: `/metrics` (see {@link Health})
+ * renders them in the Prometheus text format, and an OTLP metrics exporter
+ * can send them too. Every name starts with `rabbitmq_worker_`.
+ *
+ * | metric | type | labels | meaning |
+ * | --- | --- | --- | --- |
+ * | `messages_received_total` | counter | queue | deliveries taken from the queue |
+ * | `messages_acked_total` | counter | queue | handled successfully and acked |
+ * | `messages_nacked_total` | counter | queue | put back in the queue (requeue, shutdown) |
+ * | `messages_rejected_total` | counter | queue | rejected without requeue (policy `reject`) |
+ * | `messages_retried_total` | counter | queue | failed, sent to the retry queue |
+ * | `messages_dead_lettered_total` | counter | queue | parked in the dead-letter queue |
+ * | `handler_duration_seconds` | histogram | queue | time from delivery to decision |
+ * | `messages_in_flight` | gauge | queue | deliveries being handled right now |
+ * | `connection_state` | gauge | state | 1 for the current state (connecting, connected, reconnecting, stopping, stopped), 0 for the others |
+ * | `connection_blocked` | gauge | | 1 while the broker blocks the connection (memory or disk alarm) |
+ * | `reconnects_total` | counter | | reconnect attempts scheduled after a failed or lost connection |
+ * | `publishes_confirmed_total` | counter | | publishes the broker confirmed |
+ * | `publishes_failed_total` | counter | error | publishes that ended with a typed error, by its tag |
+ *
+ * @since 0.1.0
+ */
+import { Effect, Metric } from "effect"
+import type * as Outcome from "./Outcome.ts"
+import type { ConnectionState, Status } from "./Status.ts"
+
+const PREFIX = "rabbitmq_worker_"
+
+const counter = (name: string, description: string) =>
+  Metric.counter(`${PREFIX}${name}`, { description, incremental: true })
+
+const received = counter("messages_received_total", "Deliveries taken from the queue")
+const outcomes: Record<Outcome.Decision["_tag"], Metric.Counter<number>> = {
+  Ack: counter("messages_acked_total", "Messages handled successfully and acked"),
+  Requeue: counter("messages_nacked_total", "Messages put back in the queue (nack with requeue)"),
+  Reject: counter("messages_rejected_total", "Messages rejected without requeue"),
+  Retry: counter("messages_retried_total", "Failed messages sent to the retry queue"),
+  DeadLetter: counter("messages_dead_lettered_total", "Messages parked in the dead-letter queue")
+}
+const duration = Metric.histogram(`${PREFIX}handler_duration_seconds`, {
+  description: "Time from delivery to the outcome decision",
+  boundaries: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+})
+const inFlight = Metric.gauge(`${PREFIX}messages_in_flight`, { description: "Deliveries being handled" })
+const connectionState = Metric.gauge(`${PREFIX}connection_state`, {
+  description: "1 for the connection's current state, 0 for the others"
+})
+const blocked = Metric.gauge(`${PREFIX}connection_blocked`, {
+  description: "1 while the broker blocks the connection (memory or disk alarm)"
+})
+const reconnects = counter("reconnects_total", "Reconnect attempts after a failed or lost connection")
+const confirmed = counter("publishes_confirmed_total", "Publishes the broker confirmed")
+const failed = counter("publishes_failed_total", "Publishes that ended with a typed error")
+
+/**
+ * The metrics of one consumer, with its queue as a label (made once per
+ * consumer, not per message).
+ *
+ * @since 0.1.0
+ */
+export const forQueue = (queue: string) => {
+  const attributes = { queue }
+  const tagged = Object.fromEntries(
+    Object.entries(outcomes).map(([tag, metric]) => [tag, Metric.withAttributes(metric, attributes)])
+  ) as Record<Outcome.Decision["_tag"], Metric.Counter<number>>
+  const receivedQ = Metric.withAttributes(received, attributes)
+  const inFlightQ = Metric.withAttributes(inFlight, attributes)
+  const durationQ = Metric.withAttributes(duration, attributes)
+  return {
+    /** Shows the queue's series at 0 before its first message (dashboards, `rate()`). */
+    init: Effect.all([
+      Metric.update(receivedQ, 0),
+      ...Object.values(tagged).map((metric) => Metric.update(metric, 0)),
+      Metric.modify(inFlightQ, 0)
+    ], { discard: true }),
+    /** A delivery was taken: counted, and in flight until `settled`. */
+    received: Effect.andThen(Metric.update(receivedQ, 1), Metric.modify(inFlightQ, 1)),
+    /** Settled with `outcome`, or not at all (undefined: the channel was gone). */
+    settled: (outcome: Outcome.Decision["_tag"] | undefined, seconds: number) =>
+      Effect.all([
+        ...(outcome === undefined ? [] : [Metric.update(tagged[outcome], 1)]),
+        Metric.modify(inFlightQ, -1),
+        Metric.update(durationQ, seconds)
+      ], { discard: true })
+  }
+}
+
+const states: ReadonlyArray<ConnectionState> = ["connecting", "connected", "reconnecting", "stopping", "stopped"]
+
+/**
+ * Sets the connection gauges from the worker's status.
+ *
+ * @since 0.1.0
+ */
+export const status = (current: Status) =>
+  Effect.all([
+    ...states.map((state) =>
+      Metric.update(Metric.withAttributes(connectionState, { state }), current.connection === state ? 1 : 0)
+    ),
+    Metric.update(blocked, current.blocked === undefined ? 0 : 1)
+  ], { discard: true })
+
+/**
+ * Shows the worker-wide series at 0 from the start.
+ *
+ * @since 0.1.0
+ */
+export const init = Effect.all([Metric.update(reconnects, 0), Metric.update(confirmed, 0)], { discard: true })
+
+/**
+ * @since 0.1.0
+ */
+export const reconnect = Metric.update(reconnects, 1)
+
+/**
+ * @since 0.1.0
+ */
+export const published = Metric.update(confirmed, 1)
+
+/**
+ * @since 0.1.0
+ */
+export const publishFailed = (tag: string) => Metric.update(Metric.withAttributes(failed, { error: tag }), 1)
