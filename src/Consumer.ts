@@ -42,7 +42,8 @@
  */
 import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
-import { Cause, Deferred, Duration, Effect, Exit, FiberSet, Queue, Schema } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FiberSet, LogLevel, Schema, Tracer } from "effect"
+import * as Acks from "./Acks.ts"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
 import type { Message } from "./Message.ts"
@@ -152,7 +153,6 @@ export const make = <
   const deadLetterQueue = Outcome.usesDeadLetterQueue(policy) ? `${queue}.dlq` : undefined
   const decodeBody = Schema.decodeUnknownEffect(Schema.fromJsonString(options.schema))
   const decodeHeaders = options.headers === undefined ? undefined : Schema.decodeUnknownEffect(options.headers)
-  const metrics = Metrics.forQueue(queue)
 
   const topology = Topology.make({
     queues: [
@@ -177,129 +177,174 @@ export const make = <
   })
 
   /** Size, content type, headers, body: each can stop the message before the handler. */
-  const process = (delivery: amqp.ConsumeMessage, maxBodyBytes: number, attempt: number) =>
-    Effect.gen(function*() {
-      const content = delivery.content
-      if (content.length > maxBodyBytes) {
-        return yield* new Outcome.DecodeError({
-          kind: "BodyTooLarge",
-          reason: `${content.length} bytes, more than the maximum of ${maxBodyBytes}`
+  const decodeAndHandle = (delivery: amqp.ConsumeMessage, maxBodyBytes: number, attempt: number, traced: boolean) => {
+    const content = delivery.content
+    if (content.length > maxBodyBytes) {
+      return Effect.fail(
+        new Outcome.DecodeError({ kind: "BodyTooLarge", reason: `${content.length} bytes, more than the maximum of ${maxBodyBytes}` })
+      )
+    }
+    const contentType = stringOrUndefined(delivery.properties.contentType)
+    if (contentType !== undefined && !isJson(contentType)) {
+      return Effect.fail(
+        new Outcome.DecodeError({ kind: "UnsupportedContentType", reason: `content type ${contentType}, expected application/json` })
+      )
+    }
+    const rawHeaders: Readonly<Record<string, unknown>> = delivery.properties.headers ?? {}
+    const headers: Effect.Effect<H["Type"], Outcome.DecodeError, H["DecodingServices"]> = decodeHeaders === undefined
+      ? Effect.succeed(rawHeaders)
+      : Effect.mapError(
+        decodeHeaders(rawHeaders),
+        (error) => new Outcome.DecodeError({ kind: "InvalidHeaders", reason: error.message })
+      )
+    return Effect.flatMap(headers, (headers) =>
+      decodeBody(content.toString("utf8")).pipe(
+        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidBody", reason: error.message })),
+        Effect.flatMap((body) => {
+          const message: Message<H["Type"]> = {
+            id: stringOrUndefined(delivery.properties.messageId),
+            queue,
+            redelivered: delivery.fields.redelivered,
+            attempt,
+            exchange: delivery.fields.exchange,
+            routingKey: delivery.fields.routingKey,
+            headers,
+            contentType,
+            correlationId: stringOrUndefined(delivery.properties.correlationId),
+            content
+          }
+          const handled = Effect.mapError(options.handler(body, message), (error) => new Outcome.HandlerError({ error }))
+          return traced ? Tracing.handle(handled) : handled
         })
-      }
-      const contentType = stringOrUndefined(delivery.properties.contentType)
-      if (contentType !== undefined && !isJson(contentType)) {
-        return yield* new Outcome.DecodeError({
-          kind: "UnsupportedContentType",
-          reason: `content type ${contentType}, expected application/json`
-        })
-      }
-      const rawHeaders: Readonly<Record<string, unknown>> = delivery.properties.headers ?? {}
-      const headers: H["Type"] = decodeHeaders === undefined ? rawHeaders : yield* decodeHeaders(rawHeaders).pipe(
-        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidHeaders", reason: error.message }))
-      )
-      const body = yield* decodeBody(content.toString("utf8")).pipe(
-        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidBody", reason: error.message }))
-      )
-      const message: Message<H["Type"]> = {
-        id: stringOrUndefined(delivery.properties.messageId),
-        queue,
-        redelivered: delivery.fields.redelivered,
-        attempt,
-        exchange: delivery.fields.exchange,
-        routingKey: delivery.fields.routingKey,
-        headers,
-        contentType,
-        correlationId: stringOrUndefined(delivery.properties.correlationId),
-        content
-      }
-      return yield* options.handler(body, message).pipe(
-        Effect.mapError((error) => new Outcome.HandlerError({ error })),
-        Effect.withSpan("handle")
-      )
-    })
+      ))
+  }
 
   const run = (connection: Connection, settings: RunSettings) => {
     const prefetch = options.prefetch ?? settings.prefetch
     const concurrency = options.concurrency ?? prefetch
     const maxBodyBytes = options.maxBodyBytes ?? settings.maxBodyBytes
-    return metrics.init.pipe(Effect.andThen(Reconnect.loop(
-      {
-        backoff: settings.backoff,
-        isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
-        onRetry: ({ attempt, cause, delay }) =>
-          Effect.andThen(
-            settings.onSubscribed(false),
-            Effect.logWarning(
-              `consumer of ${queue} stopped (${Outcome.describe(Cause.squash(cause))}); ` +
-                `opening a new channel in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+    return Effect.gen(function*() {
+      const context = yield* Effect.context<never>()
+      const metrics = Metrics.forQueue(queue, context)
+      // Decided once, not per message: spans only when a tracer exports them,
+      // ack log lines only when someone reads Debug.
+      const traced = (yield* Tracer.Tracer) !== Tracer.Tracer.defaultValue()
+      const logAcks = yield* LogLevel.isEnabled("Debug")
+      return yield* Reconnect.loop(
+        {
+          backoff: settings.backoff,
+          isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
+          onRetry: ({ attempt, cause, delay }) =>
+            Effect.andThen(
+              settings.onSubscribed(false),
+              Effect.logWarning(
+                `consumer of ${queue} stopped (${Outcome.describe(Cause.squash(cause))}); ` +
+                  `opening a new channel in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+              )
             )
-          )
-      },
-      (ready) =>
-        consumeOnChannel(connection, { prefetch, concurrency, maxBodyBytes, settings, ready }).pipe(
-          Effect.catch(Channel.unlessConnectionLost(connection))
-        )
-    )), Effect.annotateLogs({ queue }))
+        },
+        (ready) =>
+          consumeOnChannel(connection, { prefetch, concurrency, maxBodyBytes, settings, ready, metrics, traced, logAcks })
+            .pipe(Effect.catch(Channel.unlessConnectionLost(connection)))
+      )
+    }).pipe(Effect.annotateLogs({ queue }))
   }
 
-  /** One channel's lifetime: ends (fails) when the channel closes. */
+  /**
+   * One channel's lifetime: ends (fails) when the channel closes.
+   *
+   * A delivery is handled at once in a fiber of its own while fewer than
+   * `concurrency` run; otherwise it waits in `waiting`, and the next fiber to
+   * finish takes it. (Starting the fiber from amqplib's callback, rather than
+   * handing the delivery to a pool through a queue, saves a scheduler hop per
+   * message.)
+   */
   const consumeOnChannel = (
     connection: Connection,
-    { concurrency, maxBodyBytes, prefetch, ready, settings }: {
+    { concurrency, logAcks, maxBodyBytes, metrics, prefetch, ready, settings, traced }: {
       readonly prefetch: number
       readonly concurrency: number
       readonly maxBodyBytes: number
       readonly settings: RunSettings
       readonly ready: Effect.Effect<void>
+      readonly metrics: ReturnType<typeof Metrics.forQueue>
+      readonly traced: boolean
+      readonly logAcks: boolean
     }
   ) =>
     Effect.gen(function*() {
       const channel = yield* Channel.make(connection, { prefetch })
-      const deliveries = yield* Queue.unbounded<amqp.ConsumeMessage, Cause.Done>()
-      const settle = settler(channel, settings.publisher, { queue, deadLetterQueue })
+      const acks = Acks.make(channel.raw, {
+        isOpen: channel.isOpen,
+        // Often enough that the broker's prefetch window never runs dry.
+        maxPending: Math.max(1, Math.floor(prefetch / 4)),
+        onSent: metrics.acked
+      })
+      // Runs after the handlers are done (or interrupted) and before the
+      // channel closes: acks still queued go out on this channel.
+      yield* Effect.addFinalizer(() => Effect.sync(acks.flush))
+      const settle = settler(channel, acks, settings.publisher, { queue, deadLetterQueue })
 
-      const handleNext = Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(Queue.take(deliveries)), (delivery) => {
+      const handleOne = (delivery: amqp.ConsumeMessage) =>
+        Effect.uninterruptibleMask((restore) => {
           const startedAt = performance.now()
           const headers = delivery.properties.headers
           const attempt = Outcome.attemptOf(headers, queue)
           const messageId = stringOrUndefined(delivery.properties.messageId)
-          return metrics.received.pipe(
-            Effect.andThen(restore(process(delivery, maxBodyBytes, attempt)).pipe(Effect.exit)),
+          metrics.received()
+          const annotations = messageId === undefined ? { attempt } : { messageId, attempt }
+          const handled = restore(decodeAndHandle(delivery, maxBodyBytes, attempt, traced)).pipe(
+            Effect.exit,
             Effect.flatMap((exit) =>
               settle(delivery, Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered }))
             ),
             Effect.flatMap(({ log, outcome }) => {
               const seconds = (performance.now() - startedAt) / 1000
-              return Effect.andThen(
-                metrics.settled(outcome, seconds),
-                Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
-              )
+              metrics.settled(outcome, seconds)
+              return outcome === "Ack" && !logAcks
+                ? Effect.void
+                : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
             }),
-            Tracing.consume(queue, headers, {
+            Effect.annotateLogs(annotations)
+          )
+          return traced
+            ? Tracing.consume(queue, headers, {
               "messaging.message.id": messageId,
               "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
               "messaging.rabbitmq.message.attempt": attempt
-            }),
-            Effect.annotateLogs(messageId === undefined ? { attempt } : { messageId, attempt })
-          )
+            })(handled)
+            : handled
         })
-      )
-      const handlers = yield* FiberSet.make()
-      for (let i = 0; i < concurrency; i++) {
-        // A handler fiber stops when the delivery queue ends (shutdown).
-        yield* FiberSet.run(handlers, Effect.forever(handleNext).pipe(Effect.catch(() => Effect.void)))
-      }
+
+      const waiting: Array<amqp.ConsumeMessage> = []
+      let running = 0
+      let draining = false
+      /** Handles `delivery`, then whatever waits, until nothing does. */
+      const work = (
+        delivery: amqp.ConsumeMessage
+      ): Effect.Effect<void, never, R | S["DecodingServices"] | H["DecodingServices"]> =>
+        Effect.flatMap(handleOne(delivery), () => {
+          const next = draining ? undefined : waiting.shift()
+          if (next !== undefined) return work(next)
+          running--
+          return Effect.void
+        })
+      const handlers = yield* FiberSet.make<void, never>()
+      const start = yield* FiberSet.runtime(handlers)<R | S["DecodingServices"] | H["DecodingServices"]>()
 
       let consumerTag: string | undefined
       // Registered after the channel and the handler fibers, so it runs before
       // either is closed: the drain still has a channel to ack on.
       yield* Effect.addFinalizer(() =>
-        drain(channel, {
-          consumerTag: () => consumerTag,
-          deliveries,
-          handlers,
-          grace: settings.shutdownGrace
+        Effect.suspend(() => {
+          draining = true
+          return drain(channel, {
+            consumerTag,
+            unstarted: () => waiting.splice(0),
+            requeue: (delivery) => acks.nack(delivery, true),
+            handlers,
+            grace: settings.shutdownGrace
+          })
         })
       )
 
@@ -311,9 +356,17 @@ export const make = <
             if (delivery === null) {
               // The broker cancelled the subscription (the queue was deleted).
               Deferred.doneUnsafe(cancelled, Exit.void)
-            } else if (!Queue.offerUnsafe(deliveries, delivery)) {
+              return
+            }
+            acks.delivered(delivery)
+            if (draining) {
               // Arrived after the drain began: straight back to the queue.
-              sendNow(channel, delivery, requeueAtShutdown)
+              acks.nack(delivery, true)
+            } else if (running < concurrency) {
+              running++
+              start(work(delivery))
+            } else {
+              waiting.push(delivery)
             }
           }, { noAck: false }))
         consumerTag = reply.consumerTag
@@ -329,8 +382,6 @@ export const make = <
   return { [TypeId]: TypeId, queue, topology, deadLetterQueue, run }
 }
 
-const requeueAtShutdown = { _tag: "Requeue", reason: "not started before shutdown" } as const
-
 /**
  * Cancels the subscription, returns unstarted deliveries, waits for running
  * handlers up to the grace period. Handlers still running afterwards are
@@ -339,9 +390,10 @@ const requeueAtShutdown = { _tag: "Requeue", reason: "not started before shutdow
 const drain = (
   channel: Channel.Channel,
   options: {
-    readonly consumerTag: () => string | undefined
-    readonly deliveries: Queue.Queue<amqp.ConsumeMessage, Cause.Done>
-    readonly handlers: FiberSet.FiberSet<unknown, unknown>
+    readonly consumerTag: string | undefined
+    readonly unstarted: () => ReadonlyArray<amqp.ConsumeMessage>
+    readonly requeue: (delivery: amqp.ConsumeMessage) => boolean
+    readonly handlers: FiberSet.FiberSet<void, never>
     readonly grace: Duration.Input
   }
 ) =>
@@ -349,13 +401,12 @@ const drain = (
     // On a dead channel nothing can be settled any more: the broker has
     // already requeued every unacked delivery of it.
     if (!channel.isOpen()) return
-    const tag = options.consumerTag()
+    const tag = options.consumerTag
     if (tag !== undefined) {
       yield* channel.call("basic.cancel", (ch) => ch.cancel(tag)).pipe(Effect.timeout("5 seconds"), Effect.ignore)
     }
-    const unstarted = yield* Queue.clear(options.deliveries)
-    for (const delivery of unstarted) sendNow(channel, delivery, requeueAtShutdown)
-    yield* Queue.end(options.deliveries)
+    const unstarted = options.unstarted()
+    for (const delivery of unstarted) options.requeue(delivery)
     const drained = yield* FiberSet.awaitEmpty(options.handlers).pipe(
       Effect.interruptible,
       Effect.timeoutOption(options.grace)
@@ -370,35 +421,6 @@ const drain = (
     }
   })
 
-/** Sends ack, nack or reject on the delivering channel; false when that channel is gone. */
-const sendNow = (
-  channel: Channel.Channel,
-  delivery: amqp.ConsumeMessage,
-  decision: Exclude<Outcome.Decision, { readonly _tag: "DeadLetter" }>
-): boolean => {
-  if (!channel.isOpen()) return false
-  try {
-    switch (decision._tag) {
-      case "Ack":
-        channel.raw.ack(delivery)
-        break
-      case "Requeue":
-        channel.raw.nack(delivery, false, true)
-        break
-      case "Reject":
-      case "Retry":
-        // Without requeue: a retry goes through the queue's dead-letter
-        // target, the retry queue.
-        channel.raw.nack(delivery, false, false)
-        break
-    }
-    return true
-  } catch {
-    // The channel is closing: the broker requeues the message.
-    return false
-  }
-}
-
 /** What was done with a delivery, and the log line that says so. */
 interface Settled {
   /** The outcome sent to the broker; undefined when the channel was gone. */
@@ -411,96 +433,101 @@ const channelGone = (decision: string): Settled => ({
   log: Effect.logDebug(`channel closed before the message could be settled (${decision}); the broker redelivers it`)
 })
 
-const sent = (
-  channel: Channel.Channel,
-  delivery: amqp.ConsumeMessage,
-  decision: Exclude<Outcome.Decision, { readonly _tag: "DeadLetter" }>,
-  log: Effect.Effect<void>
-): Settled => sendNow(channel, delivery, decision) ? { outcome: decision._tag, log } : channelGone(decision._tag)
-
 /**
- * Carries out a decision. Dead-lettering publishes a copy to the dead-letter
- * queue and acks the original once the broker confirmed the copy; if that
- * fails, the original goes back to the queue (after a pause, so a dead-letter
- * queue that cannot take messages does not make a hot loop).
+ * Carries out a decision on the delivering channel. Dead-lettering publishes
+ * a copy to the dead-letter queue and acks the original once the broker
+ * confirmed the copy; if that fails, the original goes back to the queue
+ * (after a pause, so a dead-letter queue that cannot take messages does not
+ * make a hot loop).
  */
 const settler = (
   channel: Channel.Channel,
+  acks: Acks.Acks,
   publisher: Publisher.Publisher["Service"],
   names: { readonly queue: string; readonly deadLetterQueue: string | undefined }
-) =>
-(delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<Settled> => {
-  switch (decision._tag) {
-    case "Ack":
-      return Effect.succeed(sent(channel, delivery, decision, Effect.logDebug("message acked")))
-    case "Requeue":
-      return Effect.succeed(sent(channel, delivery, decision, Effect.logWarning(`message requeued: ${decision.reason}`)))
-    case "Reject":
-      return Effect.succeed(sent(channel, delivery, decision, Effect.logWarning(`message rejected: ${decision.reason}`)))
-    case "Retry":
-      return Effect.succeed(
-        sent(
-          channel,
-          delivery,
-          decision,
-          Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
-        )
-      )
-    case "DeadLetter":
-      break
+) => {
+  const nacked = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
+    acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
+  const acked = (delivery: amqp.ConsumeMessage, log: Effect.Effect<void>, counted = true): Settled => {
+    if (!channel.isOpen()) return channelGone("Ack")
+    acks.ack(delivery, counted)
+    return { outcome: "Ack", log }
   }
-  const { failure } = decision
-  const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
-  const properties = delivery.properties
-  const park = publisher.publishRaw({
-    exchange: "",
-    routingKey: deadLetterQueue,
-    content: delivery.content,
-    options: {
-      messageId: stringOrUndefined(properties.messageId) ?? randomUUID(),
-      persistent: true,
-      ...(typeof properties.contentType === "string" ? { contentType: properties.contentType } : {}),
-      ...(typeof properties.correlationId === "string" ? { correlationId: properties.correlationId } : {}),
-      headers: {
-        ...properties.headers,
-        "x-error-tag": failure.tag,
-        "x-error-message": failure.message,
-        "x-attempts": failure.attempts,
-        "x-original-queue": names.queue,
-        "x-original-exchange": delivery.fields.exchange,
-        "x-original-routing-key": delivery.fields.routingKey
-      }
-    }
-  })
-  return park.pipe(
-    // Once the delivering channel is gone the original comes back anyway.
-    Effect.raceFirst(channel.closed),
-    Effect.matchEffect({
-      onSuccess: () =>
-        Effect.succeed(
-          sendNow(channel, delivery, { _tag: "Ack" })
-            ? {
-              outcome: "DeadLetter" as const,
-              log: Effect.logWarning(
-                `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
-                  `${failure.tag}: ${failure.message}`
-              )
-            }
-            : channelGone("dead-lettered, then ack")
-        ),
-      onFailure: (error) =>
-        channel.isOpen()
-          ? Effect.sleep("1 second").pipe(
-            Effect.as(sent(
-              channel,
-              delivery,
-              { _tag: "Requeue", reason: "dead-lettering failed" },
-              Effect.logError(`could not dead-letter the message (${error.message}); requeued it`)
-            ))
+  const ackLog = Effect.logDebug("message acked")
+
+  return (delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<Settled> => {
+    switch (decision._tag) {
+      case "Ack":
+        return Effect.succeed(acked(delivery, ackLog))
+      case "Requeue":
+        return Effect.succeed(nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
+      case "Reject":
+        return Effect.succeed(nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`)))
+      case "Retry":
+        // Without requeue: the queue's dead-letter target is the retry queue.
+        return Effect.succeed(
+          nacked(
+            delivery,
+            decision,
+            false,
+            Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
           )
-          : Effect.succeed(channelGone("DeadLetter"))
+        )
+      case "DeadLetter":
+        break
+    }
+    const { failure } = decision
+    const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
+    const properties = delivery.properties
+    const park = publisher.publishRaw({
+      exchange: "",
+      routingKey: deadLetterQueue,
+      content: delivery.content,
+      options: {
+        messageId: stringOrUndefined(properties.messageId) ?? randomUUID(),
+        persistent: true,
+        ...(typeof properties.contentType === "string" ? { contentType: properties.contentType } : {}),
+        ...(typeof properties.correlationId === "string" ? { correlationId: properties.correlationId } : {}),
+        headers: {
+          ...properties.headers,
+          "x-error-tag": failure.tag,
+          "x-error-message": failure.message,
+          "x-attempts": failure.attempts,
+          "x-original-queue": names.queue,
+          "x-original-exchange": delivery.fields.exchange,
+          "x-original-routing-key": delivery.fields.routingKey
+        }
+      }
     })
-  )
+    return park.pipe(
+      // Once the delivering channel is gone the original comes back anyway.
+      Effect.raceFirst(channel.closed),
+      Effect.matchEffect({
+        onSuccess: () => {
+          const settled = acked(
+            delivery,
+            Effect.logWarning(
+              `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
+                `${failure.tag}: ${failure.message}`
+            ),
+            false
+          )
+          return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: "DeadLetter" as const } : settled)
+        },
+        onFailure: (error) =>
+          channel.isOpen()
+            ? Effect.sleep("1 second").pipe(
+              Effect.as(nacked(
+                delivery,
+                { _tag: "Requeue", reason: "dead-lettering failed" },
+                true,
+                Effect.logError(`could not dead-letter the message (${error.message}); requeued it`)
+              ))
+            )
+            : Effect.succeed(channelGone("DeadLetter"))
+      })
+    )
+  }
 }
 
 const stringOrUndefined = (value: unknown): string | undefined => typeof value === "string" ? value : undefined

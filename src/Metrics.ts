@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Metric } from "effect"
+import { type Context, Effect, Metric } from "effect"
 import type * as Outcome from "./Outcome.ts"
 import type { ConnectionState, Status } from "./Status.ts"
 
@@ -54,35 +54,66 @@ const confirmed = counter("publishes_confirmed_total", "Publishes the broker con
 const failed = counter("publishes_failed_total", "Publishes that ended with a typed error")
 
 /**
- * The metrics of one consumer, with its queue as a label (made once per
- * consumer, not per message).
+ * The metrics of one consumer, with its queue as a label. They change on the
+ * per-message path, where an Effect metric update (a registry lookup each)
+ * would cost more than the rest of the bookkeeping: so changes are tallied
+ * in plain numbers and handed to the metrics once per turn of the event loop.
  *
  * @since 0.1.0
  */
-export const forQueue = (queue: string) => {
+export const forQueue = (queue: string, context: Context.Context<never>) => {
   const attributes = { queue }
-  const tagged = Object.fromEntries(
+  const byOutcome = Object.fromEntries(
     Object.entries(outcomes).map(([tag, metric]) => [tag, Metric.withAttributes(metric, attributes)])
   ) as Record<Outcome.Decision["_tag"], Metric.Counter<number>>
   const receivedQ = Metric.withAttributes(received, attributes)
   const inFlightQ = Metric.withAttributes(inFlight, attributes)
   const durationQ = Metric.withAttributes(duration, attributes)
+
+  const tally = { received: 0, inFlight: 0, Ack: 0, Requeue: 0, Reject: 0, Retry: 0, DeadLetter: 0 }
+  let durations: Array<number> = []
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    receivedQ.updateUnsafe(tally.received, context)
+    inFlightQ.modifyUnsafe(tally.inFlight, context)
+    for (const tag of ["Ack", "Requeue", "Reject", "Retry", "DeadLetter"] as const) {
+      byOutcome[tag].updateUnsafe(tally[tag], context)
+      tally[tag] = 0
+    }
+    tally.received = 0
+    tally.inFlight = 0
+    const observed = durations
+    durations = []
+    for (const seconds of observed) durationQ.updateUnsafe(seconds, context)
+  }
+  const schedule = () => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(flush)
+  }
+  // Every series shows at 0 before the first message (dashboards, `rate()`).
+  flush()
+
   return {
-    /** Shows the queue's series at 0 before its first message (dashboards, `rate()`). */
-    init: Effect.all([
-      Metric.update(receivedQ, 0),
-      ...Object.values(tagged).map((metric) => Metric.update(metric, 0)),
-      Metric.modify(inFlightQ, 0)
-    ], { discard: true }),
     /** A delivery was taken: counted, and in flight until `settled`. */
-    received: Effect.andThen(Metric.update(receivedQ, 1), Metric.modify(inFlightQ, 1)),
-    /** Settled with `outcome`, or not at all (undefined: the channel was gone). */
-    settled: (outcome: Outcome.Decision["_tag"] | undefined, seconds: number) =>
-      Effect.all([
-        ...(outcome === undefined ? [] : [Metric.update(tagged[outcome], 1)]),
-        Metric.modify(inFlightQ, -1),
-        Metric.update(durationQ, seconds)
-      ], { discard: true })
+    received: () => {
+      tally.received++
+      tally.inFlight++
+      schedule()
+    },
+    /** Its outcome was decided (acks are counted when they are sent, see `acked`). */
+    settled: (outcome: Outcome.Decision["_tag"] | undefined, seconds: number) => {
+      if (outcome !== undefined && outcome !== "Ack") tally[outcome]++
+      tally.inFlight--
+      durations.push(seconds)
+      schedule()
+    },
+    /** Acks that reached the socket. */
+    acked: (count: number) => {
+      tally.Ack += count
+      schedule()
+    }
   }
 }
 

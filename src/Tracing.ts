@@ -13,6 +13,9 @@
  * @since 0.1.0
  */
 import { Effect, Option, type Tracer } from "effect"
+
+/** Spans on the per-message path skip the stack trace: capturing it costs more than the rest of the span. */
+const captureStackTrace = false
 import * as Headers from "effect/http/Headers"
 import * as HttpTraceContext from "effect/http/HttpTraceContext"
 
@@ -51,6 +54,7 @@ export const consume = (
   const parent = parentOf(headers)
   return Effect.withSpan(self, `${queue} process`, {
     kind: "consumer",
+    captureStackTrace,
     ...(parent === undefined ? {} : { parent }),
     attributes: {
       "messaging.system": "rabbitmq",
@@ -62,6 +66,14 @@ export const consume = (
 }
 
 /**
+ * Runs a handler in its span.
+ *
+ * @since 0.1.0
+ */
+export const handle = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withSpan(self, "handle", { captureStackTrace })
+
+/**
  * Runs a publish in a producer span.
  *
  * @since 0.1.0
@@ -70,6 +82,7 @@ export const publish = (exchange: string, routingKey: string, messageId: string)
 <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withSpan(self, `${exchange === "" ? routingKey : exchange} publish`, {
     kind: "producer",
+    captureStackTrace,
     attributes: {
       "messaging.system": "rabbitmq",
       "messaging.operation.type": "publish",

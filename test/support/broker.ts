@@ -122,6 +122,7 @@ export interface Admin {
   readonly ready: (queue: string) => Effect.Effect<number>
   readonly deleteQueue: (queue: string) => Effect.Effect<void>
   readonly channel: amqp.ConfirmChannel
+  readonly connection: amqp.ChannelModel
 }
 
 /** A connection for the test itself, closed when the scope closes. */
@@ -159,6 +160,7 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
 
   return {
     channel,
+    connection,
     queue: (prefix, options) =>
       Effect.acquireRelease(
         Effect.promise(async () => {
