@@ -42,7 +42,7 @@
  */
 import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
-import { Cause, Deferred, Duration, Effect, Exit, FiberSet, LogLevel, Schema, Tracer } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, FiberSet, LogLevel, Result, Schema, SchemaAST, Tracer } from "effect"
 import * as Acks from "./Acks.ts"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
@@ -71,9 +71,13 @@ export interface QueueOptions {
 /**
  * @since 0.1.0
  */
-export interface ConsumerOptions<S extends Schema.Top, H extends Schema.Top, E, R> {
+export interface ConsumerOptions<S extends BodySchema, H extends BodySchema, E, R> {
   readonly queue: string
-  /** Decodes the JSON body. A message that does not decode never reaches the handler. */
+  /**
+   * Decodes the JSON body. A message that does not decode never reaches the
+   * handler. Decoding is synchronous: the schema needs no services (effectful
+   * work belongs in the handler).
+   */
   readonly schema: S
   /** Decodes the AMQP headers, e.g. `Schema.Struct({ tenant: Schema.String })`. */
   readonly headers?: H | undefined
@@ -129,6 +133,13 @@ export interface Consumer<out R = never> {
   readonly run: (connection: Connection, settings: RunSettings) => Effect.Effect<never, Topology.TopologyConflict, R>
 }
 
+/**
+ * A schema that decodes without services: `Schema.Struct(...)` and friends.
+ *
+ * @since 0.1.0
+ */
+export type BodySchema = Schema.Top & Schema.ConstraintDecoder<unknown>
+
 const isJson = (contentType: string) => {
   const type = contentType.split(";")[0]!.trim().toLowerCase()
   return type === "application/json" || type.endsWith("+json")
@@ -140,19 +151,19 @@ const isJson = (contentType: string) => {
  * @since 0.1.0
  */
 export const make = <
-  S extends Schema.Top,
+  S extends BodySchema,
   E,
   R,
-  H extends Schema.Top = Schema.Codec<Readonly<Record<string, unknown>>>
+  H extends BodySchema = Schema.Codec<Readonly<Record<string, unknown>>>
 >(
   options: ConsumerOptions<S, H, E, R>
-): Consumer<R | S["DecodingServices"] | H["DecodingServices"]> => {
+): Consumer<R> => {
   const queue = options.queue
   const policy = options.onFailure ?? Outcome.defaultPolicy
   const retryQueue = `${queue}.retry`
   const deadLetterQueue = Outcome.usesDeadLetterQueue(policy) ? `${queue}.dlq` : undefined
-  const decodeBody = Schema.decodeUnknownEffect(Schema.fromJsonString(options.schema))
-  const decodeHeaders = options.headers === undefined ? undefined : Schema.decodeUnknownEffect(options.headers)
+  const decodeBody = jsonDecoder(options.schema)
+  const decodeHeaders = options.headers === undefined ? undefined : Schema.decodeUnknownExit(options.headers)
 
   const topology = Topology.make({
     queues: [
@@ -176,47 +187,56 @@ export const make = <
     ]
   })
 
-  /** Size, content type, headers, body: each can stop the message before the handler. */
-  const decodeAndHandle = (delivery: amqp.ConsumeMessage, maxBodyBytes: number, attempt: number, traced: boolean) => {
+  /**
+   * Size, content type, headers, body: each can stop the message before the
+   * handler. Synchronous, so a message that never reaches a handler costs no
+   * fiber.
+   */
+  const prepare = (
+    delivery: amqp.ConsumeMessage,
+    maxBodyBytes: number,
+    attempt: number
+  ): Result.Result<{ readonly body: S["Type"]; readonly message: Message<H["Type"]> }, Outcome.DecodeError> => {
     const content = delivery.content
     if (content.length > maxBodyBytes) {
-      return Effect.fail(
+      return Result.fail(
         new Outcome.DecodeError({ kind: "BodyTooLarge", reason: `${content.length} bytes, more than the maximum of ${maxBodyBytes}` })
       )
     }
     const contentType = stringOrUndefined(delivery.properties.contentType)
     if (contentType !== undefined && !isJson(contentType)) {
-      return Effect.fail(
+      return Result.fail(
         new Outcome.DecodeError({ kind: "UnsupportedContentType", reason: `content type ${contentType}, expected application/json` })
       )
     }
     const rawHeaders: Readonly<Record<string, unknown>> = delivery.properties.headers ?? {}
-    const headers: Effect.Effect<H["Type"], Outcome.DecodeError, H["DecodingServices"]> = decodeHeaders === undefined
-      ? Effect.succeed(rawHeaders)
-      : Effect.mapError(
-        decodeHeaders(rawHeaders),
-        (error) => new Outcome.DecodeError({ kind: "InvalidHeaders", reason: error.message })
-      )
-    return Effect.flatMap(headers, (headers) =>
-      decodeBody(content.toString("utf8")).pipe(
-        Effect.mapError((error) => new Outcome.DecodeError({ kind: "InvalidBody", reason: error.message })),
-        Effect.flatMap((body) => {
-          const message: Message<H["Type"]> = {
-            id: stringOrUndefined(delivery.properties.messageId),
-            queue,
-            redelivered: delivery.fields.redelivered,
-            attempt,
-            exchange: delivery.fields.exchange,
-            routingKey: delivery.fields.routingKey,
-            headers,
-            contentType,
-            correlationId: stringOrUndefined(delivery.properties.correlationId),
-            content
-          }
-          const handled = Effect.mapError(options.handler(body, message), (error) => new Outcome.HandlerError({ error }))
-          return traced ? Tracing.handle(handled) : handled
-        })
-      ))
+    let headers: H["Type"] = rawHeaders
+    if (decodeHeaders !== undefined) {
+      const decoded = decodeHeaders(rawHeaders)
+      if (Exit.isFailure(decoded)) {
+        return Result.fail(new Outcome.DecodeError({ kind: "InvalidHeaders", reason: causeMessage(decoded.cause) }))
+      }
+      headers = decoded.value
+    }
+    const body = decodeBody(content.toString("utf8"))
+    if (Exit.isFailure(body)) {
+      return Result.fail(new Outcome.DecodeError({ kind: "InvalidBody", reason: causeMessage(body.cause) }))
+    }
+    return Result.succeed({
+      body: body.value,
+      message: {
+        id: stringOrUndefined(delivery.properties.messageId),
+        queue,
+        redelivered: delivery.fields.redelivered,
+        attempt,
+        exchange: delivery.fields.exchange,
+        routingKey: delivery.fields.routingKey,
+        headers,
+        contentType,
+        correlationId: stringOrUndefined(delivery.properties.correlationId),
+        content
+      }
+    })
   }
 
   const run = (connection: Connection, settings: RunSettings) => {
@@ -285,44 +305,58 @@ export const make = <
       yield* Effect.addFinalizer(() => Effect.sync(acks.flush))
       const settle = settler(channel, acks, settings.publisher, { queue, deadLetterQueue })
 
-      const handleOne = (delivery: amqp.ConsumeMessage) =>
-        Effect.uninterruptibleMask((restore) => {
-          const startedAt = performance.now()
-          const headers = delivery.properties.headers
-          const attempt = Outcome.attemptOf(headers, queue)
-          const messageId = stringOrUndefined(delivery.properties.messageId)
-          metrics.received()
-          const annotations = messageId === undefined ? { attempt } : { messageId, attempt }
-          const handled = restore(decodeAndHandle(delivery, maxBodyBytes, attempt, traced)).pipe(
-            Effect.exit,
-            Effect.flatMap((exit) =>
-              settle(delivery, Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered }))
-            ),
-            Effect.flatMap(({ log, outcome }) => {
-              const seconds = (performance.now() - startedAt) / 1000
-              metrics.settled(outcome, seconds)
-              return outcome === "Ack" && !logAcks
-                ? Effect.void
-                : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
-            }),
-            Effect.annotateLogs(annotations)
-          )
-          return traced
-            ? Tracing.consume(queue, headers, {
-              "messaging.message.id": messageId,
-              "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
-              "messaging.rabbitmq.message.attempt": attempt
-            })(handled)
-            : handled
-        })
+      /** Decides, settles, counts and logs the end of one delivery's handling. */
+      const finish = (
+        delivery: amqp.ConsumeMessage,
+        startedAt: number,
+        decision: Outcome.Decision
+      ): Effect.Effect<void> => {
+        const settled = settle(delivery, decision)
+        return Effect.isEffect(settled) ? Effect.flatMap(settled, (s) => report(s, startedAt)) : report(settled, startedAt)
+      }
+      const report = ({ log, outcome }: Settled, startedAt: number): Effect.Effect<void> => {
+        const seconds = (performance.now() - startedAt) / 1000
+        metrics.settled(outcome, seconds)
+        return outcome === "Ack" && !logAcks
+          ? Effect.void
+          : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
+      }
+
+      const handleOne = (delivery: amqp.ConsumeMessage): Effect.Effect<void, never, R> => {
+        const startedAt = performance.now()
+        const headers = delivery.properties.headers
+        const attempt = Outcome.attemptOf(headers, queue)
+        const messageId = stringOrUndefined(delivery.properties.messageId)
+        metrics.received()
+        const annotations = messageId === undefined ? { attempt } : { messageId, attempt }
+        const prepared = prepare(delivery, maxBodyBytes, attempt)
+        const decideFor = (exit: Exit.Exit<unknown, Outcome.DecodeError | Outcome.HandlerError<E>>) =>
+          Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered })
+        const handled: Effect.Effect<void, never, R> = Result.isFailure(prepared)
+          ? finish(delivery, startedAt, decideFor(Exit.fail(prepared.failure)))
+          : Effect.uninterruptibleMask((restore) => {
+            const handler = options.handler(prepared.success.body, prepared.success.message)
+            return Effect.matchCauseEffect(restore(traced ? Tracing.handle(handler) : handler), {
+              onSuccess: () => finish(delivery, startedAt, ack),
+              onFailure: (cause) =>
+                finish(delivery, startedAt, decideFor(Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))))
+            })
+          })
+        const annotated = Effect.annotateLogs(handled, annotations)
+        return traced
+          ? Tracing.consume(queue, headers, {
+            "messaging.message.id": messageId,
+            "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
+            "messaging.rabbitmq.message.attempt": attempt
+          })(annotated)
+          : annotated
+      }
 
       const waiting: Array<amqp.ConsumeMessage> = []
       let running = 0
       let draining = false
       /** Handles `delivery`, then whatever waits, until nothing does. */
-      const work = (
-        delivery: amqp.ConsumeMessage
-      ): Effect.Effect<void, never, R | S["DecodingServices"] | H["DecodingServices"]> =>
+      const work = (delivery: amqp.ConsumeMessage): Effect.Effect<void, never, R> =>
         Effect.flatMap(handleOne(delivery), () => {
           const next = draining ? undefined : waiting.shift()
           if (next !== undefined) return work(next)
@@ -330,7 +364,7 @@ export const make = <
           return Effect.void
         })
       const handlers = yield* FiberSet.make<void, never>()
-      const start = yield* FiberSet.runtime(handlers)<R | S["DecodingServices"] | H["DecodingServices"]>()
+      const start = yield* FiberSet.runtime(handlers)<R>()
 
       let consumerTag: string | undefined
       // Registered after the channel and the handler fibers, so it runs before
@@ -455,23 +489,22 @@ const settler = (
   }
   const ackLog = Effect.logDebug("message acked")
 
-  return (delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Effect.Effect<Settled> => {
+  /** Synchronous, except dead-lettering, which publishes first. */
+  return (delivery: amqp.ConsumeMessage, decision: Outcome.Decision): Settled | Effect.Effect<Settled> => {
     switch (decision._tag) {
       case "Ack":
-        return Effect.succeed(acked(delivery, ackLog))
+        return acked(delivery, ackLog)
       case "Requeue":
-        return Effect.succeed(nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
+        return nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`))
       case "Reject":
-        return Effect.succeed(nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`)))
+        return nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`))
       case "Retry":
         // Without requeue: the queue's dead-letter target is the retry queue.
-        return Effect.succeed(
-          nacked(
-            delivery,
-            decision,
-            false,
-            Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
-          )
+        return nacked(
+          delivery,
+          decision,
+          false,
+          Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
         )
       case "DeadLetter":
         break
@@ -528,6 +561,35 @@ const settler = (
       })
     )
   }
+}
+
+const ack: Outcome.Decision = { _tag: "Ack" }
+
+/**
+ * Decodes JSON text with a schema. When decoding changes nothing (the schema's
+ * encoded and decoded forms are the same, as for plain structs of strings,
+ * numbers and arrays), `JSON.parse` and a type check do the work at half the
+ * cost; the full decoder runs only to explain a failure.
+ */
+const jsonDecoder = <S extends BodySchema>(schema: S) => {
+  const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema))
+  if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return decode
+  const is = Schema.is(schema)
+  return (text: string): Exit.Exit<S["Type"], Schema.SchemaError> => {
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch {
+      return decode(text)
+    }
+    return is(value) ? Exit.succeed(value) : decode(text)
+  }
+}
+
+/** The message of a schema failure, from the cause `decodeUnknownExit` returns. */
+const causeMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
+  const error = Cause.findErrorOption(cause)
+  return error._tag === "Some" ? error.value.message : Cause.pretty(cause)
 }
 
 const stringOrUndefined = (value: unknown): string | undefined => typeof value === "string" ? value : undefined

@@ -155,6 +155,25 @@ describe("Consumer", () => {
       assert.strictEqual(status.connection, "connected")
     }))
 
+  it.live("bodies are decoded by the schema, transformations included (a date from its string)", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("decode")
+      const seen: Array<{ id: string; at: Date }> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Schema.Struct({ id: Schema.String, at: Schema.DateFromString }),
+        handler: (event) => Effect.sync(() => seen.push(event))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publish(queue, [{ body: JSON.stringify({ id: "e1", at: "2026-11-25T10:00:00.000Z" }) }])
+      yield* broker.eventually("handled", Effect.sync(() => seen.length), (n) => n === 1)
+      assert.strictEqual(seen[0]!.id, "e1")
+      assert.instanceOf(seen[0]!.at, Date)
+      assert.strictEqual(seen[0]!.at.toISOString(), "2026-11-25T10:00:00.000Z")
+    }).pipe(Effect.provide(logs.capture().layer)))
+
   it.live("runs at most `concurrency` handlers at once, and at most `prefetch` by default", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin
