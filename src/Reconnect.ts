@@ -124,7 +124,8 @@ export const loop = <E, R, F extends E = never>(
       }
       attempt++
       // The schedule never completes (exponential and spaced recur forever).
-      const [delay] = yield* Effect.orDie(step(now, undefined))
+      // A step is [output, delay]: the delay is the jittered one.
+      const [, delay] = yield* Effect.orDie(step(now, undefined))
       if (options.onRetry) yield* options.onRetry({ attempt, delay, cause: exit.cause })
       yield* Effect.sleep(delay)
     }

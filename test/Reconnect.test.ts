@@ -70,6 +70,24 @@ describe("Reconnect.loop (virtual time)", () => {
       })
       yield* Fiber.interrupt(fiber)
     }))
+  it.effect("the jitter really moves the delays: at its extremes they are 0.8 and 1.2 times the nominal one", () =>
+    Effect.gen(function*() {
+      const run = (random: number) =>
+        Effect.gen(function*() {
+          const { attempts, session } = fakeSessions(["fail", "fail", "fail"])
+          const fiber = yield* Effect.forkChild(
+            Reconnect.loop({ backoff: { base: "100 millis", max: "10 seconds" } }, session).pipe(
+              Effect.provideService(Random.Random, { nextIntUnsafe: () => 0, nextDoubleUnsafe: () => random })
+            )
+          )
+          yield* TestClock.adjust("10 seconds")
+          yield* Fiber.interrupt(fiber)
+          return attempts.slice(1).map((t, i) => t - attempts[i]!)
+        })
+      assert.deepStrictEqual(yield* run(0), [80, 160, 320])
+      assert.deepStrictEqual(yield* run(1), [120, 240, 480])
+    }))
+
   it.effect("starts from the base delay again after a healthy session", () =>
     Effect.gen(function*() {
       // Three failures (delays 100, 200, 400), then a session healthy for 6 s

@@ -1,0 +1,380 @@
+/**
+ * `npm run bench`: the measurements behind the README's figures.
+ *
+ * 1. Consumer throughput, side by side and alternating: each client consumes
+ *    the same pre-filled queue of small JSON messages at the same prefetch, in
+ *    a process of its own (bench/client.ts). Medians of msgs/s and of the
+ *    client's own CPU time per message, and ratios to raw amqplib.
+ * 2. Recovery: from a server-side connection close (rabbitmqctl) to the next
+ *    message handled, over repeated faults, against the backoff base delay.
+ * 3. Shutdown drain: from SIGTERM to exit of the worker process with 100
+ *    messages in flight, against the handlers' duration.
+ * 4. Memory: RSS, heap and open handles after 10 and after 500 forced
+ *    reconnects (a TCP proxy resets the connection).
+ *
+ * Results go to bench/results/latest.json and bench/results/bench.svg.
+ * `--quick` runs a smaller version (for a smoke test).
+ */
+import { execFileSync, spawn } from "node:child_process"
+import { cpus, totalmem } from "node:os"
+import { readFileSync, writeFileSync } from "node:fs"
+import * as net from "node:net"
+import { fileURLToPath } from "node:url"
+import * as amqp from "amqplib"
+import { Effect, Layer, Redacted, References, Schema, Stream } from "effect"
+import * as Consumer from "../src/Consumer.ts"
+import * as Worker from "../src/Worker.ts"
+import { chart } from "./chart.ts"
+
+const quick = process.argv.includes("--quick")
+const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
+const root = fileURLToPath(new URL("..", import.meta.url))
+const config = {
+  messages: quick ? 5_000 : 50_000,
+  prefetch: 100,
+  rounds: quick ? 1 : 5,
+  faults: quick ? 3 : 20,
+  drains: quick ? 1 : 3,
+  reconnects: quick ? 40 : 500
+}
+const clients = ["amqplib", "amqplib-batched", "effect-rabbitmq-worker", "amqp-connection-manager", "rabbitmq-client"]
+
+const log = (line: string) => console.log(`[bench] ${line}`)
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+const percentile = (values: ReadonlyArray<number>, p: number) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
+}
+const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+const quietLogs = Layer.succeed(References.MinimumLogLevel, "Error")
+
+const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): Promise<A> => {
+  const connection = await amqp.connect(BROKER_URL)
+  connection.on("error", () => {})
+  try {
+    const channel = await connection.createConfirmChannel()
+    channel.on("error", () => {})
+    return await f(channel)
+  } finally {
+    await connection.close().catch(() => undefined)
+  }
+}
+
+const deleteQueues = (...queues: ReadonlyArray<string>) =>
+  withChannel(async (channel) => {
+    for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined)
+  })
+
+const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tags: ["a", "b", "c"], ok: true }))
+
+const fill = (queue: string, count: number) =>
+  withChannel(async (channel) => {
+    await channel.deleteQueue(queue).catch(() => undefined)
+    await channel.assertQueue(queue, { durable: true })
+    for (let i = 0; i < count; i++) {
+      if (!channel.sendToQueue(queue, body, { messageId: String(i), persistent: false })) {
+        await new Promise((resolve) => channel.once("drain", resolve))
+      }
+    }
+    await channel.waitForConfirms()
+  })
+
+const runClient = (client: string, queue: string) =>
+  new Promise<{ seconds: number; cpuMicrosPerMessage: number }>((resolve, reject) => {
+    const child = spawn(process.execPath, ["bench/client.ts", client, queue, String(config.messages), String(config.prefetch)], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000)
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      const line = out.trim().split("\n").pop() ?? ""
+      if (code !== 0) return reject(new Error(`${client} exited ${code}: ${out}`))
+      resolve(JSON.parse(line) as { seconds: number; cpuMicrosPerMessage: number })
+    })
+  })
+
+// ---------------------------------------------------------------------------
+// 1. Throughput
+// ---------------------------------------------------------------------------
+
+const throughput = async () => {
+  const queue = "bench-throughput"
+  const runs: Array<{ round: number; client: string; msgsPerSec: number; cpuMicrosPerMessage: number }> = []
+  for (let r = 0; r < config.rounds; r++) {
+    // Each round starts with another client, so no client always runs first.
+    const order = clients.map((_, i) => clients[(i + r) % clients.length]!)
+    for (const client of order) {
+      await fill(queue, config.messages)
+      const result = await runClient(client, queue)
+      const msgsPerSec = config.messages / result.seconds
+      runs.push({ round: r + 1, client, msgsPerSec: round(msgsPerSec), cpuMicrosPerMessage: round(result.cpuMicrosPerMessage, 1) })
+      log(`round ${r + 1} ${client}: ${round(msgsPerSec)} msgs/s, ${round(result.cpuMicrosPerMessage, 1)} µs CPU/msg`)
+    }
+  }
+  await deleteQueues(queue, `${queue}.dlq`)
+  const summary = Object.fromEntries(clients.map((client) => {
+    const mine = runs.filter((run) => run.client === client)
+    return [client, {
+      medianMsgsPerSec: round(median(mine.map((run) => run.msgsPerSec))),
+      medianCpuMicrosPerMessage: round(median(mine.map((run) => run.cpuMicrosPerMessage)), 1)
+    }]
+  }))
+  const raw = summary["amqplib"]!.medianMsgsPerSec
+  const rawCpu = summary["amqplib"]!.medianCpuMicrosPerMessage
+  for (const client of clients) {
+    const entry = summary[client] as Record<string, number>
+    entry.ratioToRaw = round(entry.medianMsgsPerSec! / raw, 2)
+    entry.cpuRatioToRaw = round(entry.medianCpuMicrosPerMessage! / rawCpu, 2)
+  }
+  return { messages: config.messages, prefetch: config.prefetch, rounds: config.rounds, runs, summary }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Recovery after a server-side connection close
+// ---------------------------------------------------------------------------
+
+const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+  execFileSync("rabbitmqctl", [...args], { encoding: "utf8", timeout: 30_000 })
+
+const closeConnectionsNamed = (name: string) => {
+  const lines = rabbitmqctl("list_connections", "pid", "client_properties", "--quiet", "--no-table-headers").split("\n")
+  for (const line of lines) {
+    const [pid, properties] = line.split("\t")
+    if (pid && properties?.includes(`{"connection_name","${name}"}`)) rabbitmqctl("close_connection", pid, "bench fault")
+  }
+}
+
+const Task = Schema.Struct({ id: Schema.String, n: Schema.Number, tags: Schema.Array(Schema.String), ok: Schema.Boolean })
+
+const recovery = async () => {
+  const queue = "bench-recovery"
+  const name = `bench-recovery-${process.pid}`
+  const base = 200
+  await deleteQueues(queue, `${queue}.dlq`)
+  let lastHandledAt = 0
+  const handledAt: Array<number> = []
+  const lostAt: Array<number> = []
+  const consumer = Consumer.make({
+    queue,
+    schema: Task,
+    onFailure: "reject",
+    handler: () =>
+      Effect.sync(() => {
+        lastHandledAt = performance.now()
+        handledAt.push(lastHandledAt)
+      })
+  })
+  const samples: Array<number> = []
+  await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const worker = yield* Worker.make({
+      connection: { url: Redacted.make(BROKER_URL), name },
+      // Reset after 1 s up, so that every fault starts from the base delay.
+      reconnect: { base: `${base} millis`, max: "30 seconds", healthyAfter: "1 second" }
+    }, [consumer])
+    yield* Effect.forkScoped(Stream.runForEach(worker.changes, (status) =>
+      Effect.sync(() => {
+        if (status.connection === "reconnecting" && status.attempt === 1) lostAt.push(performance.now())
+      })))
+    yield* worker.awaitReady
+    // A steady stream of work: a message every 5 ms.
+    let publishing = true
+    const publisher = withChannel(async (channel) => {
+      for (let i = 0; publishing; i++) {
+        channel.sendToQueue(queue, body, { messageId: `r${i}` })
+        await sleep(5)
+      }
+    })
+    for (let i = 0; i < config.faults; i++) {
+      yield* Effect.sleep("1500 millis")
+      const before = lostAt.length
+      yield* Effect.sync(() => closeConnectionsNamed(name))
+      while (lostAt.length === before) yield* Effect.sleep("10 millis")
+      const lost = lostAt[lostAt.length - 1]!
+      while (!(lastHandledAt > lost)) yield* Effect.sleep("10 millis")
+      const first = handledAt.find((t) => t > lost)!
+      samples.push(round(first - lost))
+      log(`fault ${i + 1}: next message handled ${round(first - lost)} ms after the connection was lost`)
+      yield* worker.awaitReady
+    }
+    publishing = false
+    yield* Effect.promise(() => publisher)
+  })).pipe(Effect.provide(quietLogs)))
+  await deleteQueues(queue, `${queue}.dlq`)
+  return { faults: samples.length, baseDelayMs: base, medianMs: median(samples), p95Ms: percentile(samples, 95), samples }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Shutdown drain of the worker process
+// ---------------------------------------------------------------------------
+
+const queueCounts = (queue: string) => {
+  const line = rabbitmqctl("list_queues", "name", "messages_ready", "messages_unacknowledged", "--quiet", "--no-table-headers")
+    .split("\n").find((l) => l.split("\t")[0] === queue)
+  const [, ready, unacked] = line?.split("\t") ?? []
+  return { ready: Number(ready ?? 0), unacked: Number(unacked ?? 0) }
+}
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+const shutdown = async () => {
+  const workMs = 3000
+  const samples: Array<{ drainMs: number; handlersStartedMsBeforeSignal: number; handledBeforeExit: number }> = []
+  for (let i = 0; i < config.drains; i++) {
+    const queue = `bench-drain-${i}`
+    await deleteQueues(queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`)
+    const child = spawn(process.execPath, ["src/main.ts"], {
+      cwd: root,
+      env: {
+        ...process.env,
+        AMQP_QUEUE: queue,
+        WORK_MS: String(workMs),
+        AMQP_PREFETCH: "100",
+        SHUTDOWN_GRACE_MS: "10000",
+        LOG_FORMAT: "json",
+        HTTP_PORT: String(await freePort())
+      },
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString()))
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve))
+    while (!out.includes("consuming from")) await sleep(20)
+    await withChannel(async (channel) => {
+      for (let m = 0; m < 100; m++) channel.sendToQueue(queue, Buffer.from(JSON.stringify({ id: `d${m}` })), { messageId: `d${m}` })
+      await channel.waitForConfirms()
+    })
+    const publishedAt = performance.now()
+    while (queueCounts(queue).unacked < 100) await sleep(50)
+    const signalAt = performance.now()
+    child.kill("SIGTERM")
+    const code = await exited
+    const drainMs = round(performance.now() - signalAt)
+    const handled = out.split("\n").filter((line) => line.includes("handled task")).length
+    if (code !== 0) throw new Error(`worker exited ${code}`)
+    samples.push({ drainMs, handlersStartedMsBeforeSignal: round(signalAt - publishedAt), handledBeforeExit: handled })
+    log(`drain ${i + 1}: exit ${drainMs} ms after SIGTERM, ${handled}/100 in-flight handled and acked (handlers take ${workMs} ms)`)
+    await deleteQueues(queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`)
+  }
+  return { inFlight: 100, handlerMs: workMs, medianDrainMs: median(samples.map((s) => s.drainMs)), samples }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Memory over forced reconnects
+// ---------------------------------------------------------------------------
+
+const memory = async () => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) throw new Error("run with node --expose-gc (npm run bench does)")
+  const queue = "bench-memory"
+  const sockets = new Set<net.Socket>()
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(5672, "127.0.0.1")
+    sockets.add(client).add(upstream)
+    client.pipe(upstream).pipe(client)
+    const forget = () => {
+      sockets.delete(client)
+      sockets.delete(upstream)
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on("error", forget).on("close", forget)
+    upstream.on("error", forget).on("close", forget)
+  })
+  const port = await new Promise<number>((resolve) =>
+    proxy.listen(0, "127.0.0.1", () => resolve((proxy.address() as net.AddressInfo).port))
+  )
+  const consumer = Consumer.make({ queue, schema: Task, onFailure: "reject", handler: () => Effect.void })
+  const measure = () => {
+    gc()
+    const usage = process.memoryUsage()
+    return {
+      rssMiB: round(usage.rss / 2 ** 20, 1),
+      heapUsedMiB: round(usage.heapUsed / 2 ** 20, 1),
+      activeResources: process.getActiveResourcesInfo().length
+    }
+  }
+  const points: Array<{ reconnects: number; rssMiB: number; heapUsedMiB: number; activeResources: number }> = []
+  await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const worker = yield* Worker.make({
+      connection: { url: Redacted.make(`amqp://guest:guest@127.0.0.1:${port}`) },
+      reconnect: { base: "5 millis", max: "20 millis", healthyAfter: "1 millis" }
+    }, [consumer])
+    yield* worker.awaitReady
+    for (let i = 1; i <= config.reconnects; i++) {
+      for (const socket of sockets) socket.destroy()
+      yield* Stream.runHead(Stream.filter(worker.changes, (s) => s.connection !== "connected"))
+      yield* worker.awaitReady
+      if (i === 10 || i === config.reconnects) {
+        // Let closing sockets finish before counting.
+        yield* Effect.sleep("200 millis")
+        points.push({ reconnects: i, ...measure() })
+        log(`after ${i} reconnects: ${JSON.stringify(points[points.length - 1])}`)
+      }
+    }
+  })).pipe(Effect.provide(quietLogs)))
+  proxy.close()
+  await deleteQueues(queue, `${queue}.dlq`)
+  const [first, last] = [points[0]!, points[points.length - 1]!]
+  return {
+    points,
+    rssGrowthMiB: round(last.rssMiB - first.rssMiB, 1),
+    heapGrowthMiB: round(last.heapUsedMiB - first.heapUsedMiB, 1),
+    activeResourcesGrowth: last.activeResources - first.activeResources
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+const version = (pkg: string) =>
+  (JSON.parse(readFileSync(fileURLToPath(new URL(`../node_modules/${pkg}/package.json`, import.meta.url)), "utf8")) as {
+    version: string
+  }).version
+
+const rabbitVersion = () => /RabbitMQ version: ([\d.]+)/.exec(rabbitmqctl("status"))?.[1] ?? "unknown"
+
+log(`config: ${JSON.stringify(config)}`)
+const results = {
+  date: new Date().toISOString(),
+  machine: {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? "unknown",
+    memoryGiB: round(totalmem() / 2 ** 30, 1),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`
+  },
+  versions: {
+    rabbitmq: rabbitVersion(),
+    effect: version("effect"),
+    amqplib: version("amqplib"),
+    "amqp-connection-manager": version("amqp-connection-manager"),
+    "rabbitmq-client": version("rabbitmq-client")
+  },
+  quick,
+  throughput: await throughput(),
+  recovery: await recovery(),
+  shutdown: await shutdown(),
+  memory: await memory()
+}
+
+const out = quick ? "bench/results/quick" : "bench/results/latest"
+writeFileSync(`${root}${out}.json`, JSON.stringify(results, null, 2) + "\n")
+writeFileSync(`${root}${quick ? "bench/results/quick" : "bench/results/bench"}.svg`, chart(results))
+log(`written ${out}.json and the chart`)
+console.table(results.throughput.summary)
+console.log(JSON.stringify({ recovery: results.recovery, shutdown: results.shutdown, memory: results.memory }, null, 2))
+process.exit(0)

@@ -1,0 +1,424 @@
+/**
+ * The zero-loss chaos run: N tasks published with confirms while two or more
+ * worker processes (`node src/main.ts`) consume them, with faults injected at
+ * random intervals (250-1000 ms apart):
+ *
+ * - `close`: the broker closes a worker's connection (rabbitmqctl);
+ * - `pause`: a worker's network goes silent long enough for heartbeats to
+ *   notice (its TCP proxy drops every byte), then comes back;
+ * - `restart`: the broker stops and starts (stop_app, start_app);
+ * - `channel`: the broker closes a worker's consumer channel with 406 (the
+ *   proxy slips in an ack for a delivery tag that does not exist);
+ * - `sigterm`: a worker is stopped gracefully and started again;
+ * - `sigkill`: once per run, a worker is killed outright and started again.
+ *
+ * Deleting the queue destroys its messages by definition, so the consumer
+ * cancel is left to the integration tests.
+ *
+ * The run ends when every task was confirmed and the queue is empty with
+ * nothing unacked. The report counts, from the workers' own logs and the
+ * broker's records: lost tasks (must be 0), duplicates and the fault that
+ * caused each one, and unexpected worker exits (must be 0).
+ *
+ * @since 0.1.0
+ */
+import { randomUUID } from "node:crypto"
+import { Effect, Exit, Fiber, Schema, Scope } from "effect"
+import * as Worker from "../src/Worker.ts"
+import * as broker from "../test/support/broker.ts"
+import { messageText, spawnWorker, type WorkerProcess } from "../test/support/process.ts"
+import * as Proxy from "../test/support/proxy.ts"
+
+export type FaultKind = "close" | "pause" | "restart" | "channel" | "sigterm" | "sigkill"
+
+export interface ChaosOptions {
+  readonly tasks: number
+  readonly workers: number
+  /** Tasks published per second. */
+  readonly publishRate: number
+  readonly prefetch: number
+  /** Simulated work per task in the workers. */
+  readonly workMs: number
+  readonly faults: ReadonlyArray<FaultKind>
+  /** Gives up (and reports) after this long. */
+  readonly timeoutMs: number
+  readonly log: (line: string) => void
+}
+
+export interface Fault {
+  readonly kind: FaultKind
+  readonly worker: number | "all"
+  readonly at: number
+  readonly tookMs: number
+  /** Duplicates whose second handling came after this fault and before the next one. */
+  duplicates: number
+}
+
+export interface ChaosReport {
+  readonly tasks: number
+  readonly confirmed: number
+  readonly handled: number
+  readonly distinctHandled: number
+  readonly lost: ReadonlyArray<string>
+  /** Handlings beyond one per task: from the results the broker holds, or the logs if they say more. */
+  readonly duplicates: number
+  /** Duplicates the workers' logs show, each charged to the fault just before it. */
+  readonly loggedDuplicates: number
+  /** Channel errors (406) the workers logged. */
+  readonly channelErrors: number
+  readonly publishRetries: number
+  readonly faults: ReadonlyArray<Fault>
+  readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number }>>
+  readonly unexpectedExits: ReadonlyArray<string>
+  readonly final: { readonly ready: number; readonly unacked: number; readonly deadLettered: number; readonly retrying: number }
+  readonly results: number
+  readonly durationMs: number
+  readonly ok: boolean
+  readonly problems: ReadonlyArray<string>
+}
+
+const Task = Schema.Struct({ id: Schema.String })
+
+interface Handling {
+  readonly id: string
+  readonly at: number
+}
+
+/** One worker slot: its proxy and its current process; restarts keep the slot. */
+interface Slot {
+  readonly index: number
+  readonly name: string
+  readonly proxy: Proxy.Proxy
+  process: WorkerProcess
+  scope: Scope.Closeable
+  /** Incarnations whose logs are done (stopped or killed). */
+  readonly past: Array<WorkerProcess>
+  stopping: boolean
+}
+
+const random = (min: number, max: number) => min + Math.random() * (max - min)
+
+export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const startedAt = Date.now()
+    const queue = `chaos-${randomUUID().slice(0, 8)}`
+    const { log } = options
+    const unexpectedExits: Array<string> = []
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        // Whatever happened, the broker runs when the run ends, and the queues go.
+        yield* broker.rabbitmqctl("start_app").pipe(Effect.ignore)
+        const admin = yield* broker.admin
+        for (const name of [queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`]) yield* admin.deleteQueue(name)
+      }).pipe(Effect.scoped, Effect.ignore)
+    )
+
+    const env = (slot: { readonly name: string; readonly proxy: Proxy.Proxy }) => ({
+      AMQP_URL: slot.proxy.url,
+      AMQP_QUEUE: queue,
+      AMQP_CONNECTION_NAME: slot.name,
+      AMQP_PREFETCH: String(options.prefetch),
+      AMQP_HEARTBEAT_SECONDS: "1",
+      RECONNECT_BASE_MS: "100",
+      RECONNECT_MAX_MS: "1000",
+      SHUTDOWN_GRACE_MS: "5000",
+      WORK_MS: String(options.workMs),
+      LOG_LEVEL: "Info"
+    })
+
+    const launch = (slot: { readonly name: string; readonly proxy: Proxy.Proxy }) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const process = yield* spawnWorker(env(slot)).pipe(Scope.provide(scope))
+        yield* process.waitFor("consuming", (logs) => logs.some((l) => /^consuming from/.test(messageText(l))), 30_000)
+        return { process, scope }
+      })
+
+    const slots: Array<Slot> = []
+    for (let index = 0; index < options.workers; index++) {
+      const proxy = yield* Proxy.make()
+      const name = `${queue}-w${index}`
+      const { process, scope } = yield* launch({ name, proxy })
+      slots.push({ index, name, proxy, process, scope, past: [], stopping: false })
+    }
+    // A worker that exits without being told to is a crash.
+    const watch = (slot: Slot) =>
+      Effect.forkScoped(Effect.gen(function*() {
+        const current = slot.process
+        const code = yield* current.exit(24 * 3600_000)
+        if (!slot.stopping && slot.process === current) {
+          unexpectedExits.push(`worker ${slot.index} exited ${code} on its own`)
+        }
+      }))
+    for (const slot of slots) yield* watch(slot)
+    log(`${options.workers} workers consuming ${queue}`)
+
+    // The publisher: every task is published until the broker confirms it.
+    const publisherWorker = yield* Worker.make<never>({
+      connection: { url: broker.url, name: `${queue}-publisher` },
+      reconnect: { base: "100 millis", max: "1 second" },
+      publisher: { timeout: "3 seconds", maxWaiting: 10_000 }
+    }, [])
+    yield* publisherWorker.awaitReady
+    let confirmed = 0
+    let publishRetries = 0
+    const ids = Array.from({ length: options.tasks }, (_, i) => `t${i}`)
+    const publishOne = (id: string): Effect.Effect<void> =>
+      publisherWorker.publisher.publish({ routingKey: queue, schema: Task, body: { id }, messageId: id }).pipe(
+        Effect.matchEffect({
+          onSuccess: () => Effect.sync(() => void confirmed++),
+          onFailure: () =>
+            Effect.sync(() => void publishRetries++).pipe(
+              Effect.andThen(Effect.sleep("100 millis")),
+              Effect.andThen(Effect.suspend(() => publishOne(id)))
+            )
+        })
+      )
+    const publishing = yield* Effect.forkScoped(Effect.forEach(ids, (id, i) =>
+      Effect.gen(function*() {
+        // Paced: task i goes out at i / rate seconds.
+        const due = startedAt + (i / options.publishRate) * 1000
+        const wait = due - Date.now()
+        if (wait > 0) yield* Effect.sleep(wait)
+        yield* publishOne(id)
+      }), { concurrency: 200, discard: true }))
+
+    // Faults, one after another, 250-1000 ms apart, each kind at least once.
+    const faults: Array<Fault> = []
+    const restartSlot = (slot: Slot, signal: "SIGTERM" | "SIGKILL") =>
+      Effect.gen(function*() {
+        slot.stopping = true
+        const old = slot.process
+        old.signal(signal)
+        const code = yield* old.exit(30_000)
+        if (signal === "SIGTERM" && code !== 0) unexpectedExits.push(`worker ${slot.index} exited ${code} after SIGTERM`)
+        slot.past.push(old)
+        yield* Scope.close(slot.scope, Exit.void)
+        const next = yield* launch(slot)
+        slot.process = next.process
+        slot.scope = next.scope
+        slot.stopping = false
+        yield* watch(slot)
+      })
+    const inject = (kind: FaultKind) =>
+      Effect.gen(function*() {
+        const slot = slots[Math.floor(Math.random() * slots.length)]!
+        switch (kind) {
+          case "close":
+            yield* broker.closeConnectionsNamed(slot.name)
+            return slot.index
+          case "pause":
+            slot.proxy.pause()
+            // Heartbeats every second: the client gives up after about two.
+            yield* Effect.sleep("3500 millis")
+            slot.proxy.resume()
+            return slot.index
+          case "restart":
+            yield* broker.rabbitmqctl("stop_app")
+            yield* Effect.sleep("1 second")
+            yield* broker.rabbitmqctl("start_app")
+            return "all" as const
+          case "channel": {
+            // Only counts when it reached a consumer channel (not mid-reconnect).
+            const reached = slot.proxy.injectChannelError()
+            return reached > 0 ? slot.index : undefined
+          }
+          case "sigterm":
+            yield* restartSlot(slot, "SIGTERM")
+            return slot.index
+          case "sigkill":
+            yield* restartSlot(slot, "SIGKILL")
+            return slot.index
+        }
+      })
+    const plan = [...options.faults]
+    let next = 0
+    const faultLoop = Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(random(250, 1000))
+        // Every kind once, in a random order, then random kinds; one SIGKILL.
+        const pool = options.faults.filter((kind) => kind !== "sigkill")
+        const planned = next < plan.length
+        const kind = planned ? plan[next++]! : pool[Math.floor(Math.random() * pool.length)]!
+        const at = Date.now()
+        const worker: number | "all" | undefined = yield* inject(kind)
+        if (worker === undefined) {
+          // Not injected this time: a planned kind is tried again.
+          if (planned) next--
+          continue
+        }
+        faults.push({ kind, worker, at, tookMs: Date.now() - at, duplicates: 0 })
+        log(`fault ${faults.length}: ${kind} (${worker === "all" ? "all workers" : `worker ${worker}`})`)
+      }
+    })
+    plan.sort(() => Math.random() - 0.5)
+    const faulting = yield* Effect.forkScoped(faultLoop)
+
+    // Until everything is confirmed and handled, or the time is up.
+    const handledIds = () => {
+      const seen = new Set<string>()
+      for (const slot of slots) {
+        for (const p of [...slot.past, slot.process]) {
+          for (const line of p.logs) {
+            const text = messageText(line)
+            if (text.startsWith("handled task ")) seen.add(text.slice("handled task ".length))
+          }
+        }
+      }
+      return seen
+    }
+    const deadline = startedAt + options.timeoutMs
+    while (Date.now() < deadline) {
+      // Done when every task was handled and every kind of fault happened.
+      const done = publishing.pollUnsafe() !== undefined && handledIds().size >= options.tasks &&
+        next >= plan.length && faults.length >= plan.length
+      if (done) break
+      yield* Effect.sleep("500 millis")
+    }
+    // Faults stop once all is handled; whatever one left behind is undone.
+    yield* Fiber.interrupt(faulting)
+    yield* broker.rabbitmqctl("start_app").pipe(Effect.ignore)
+    for (const slot of slots) slot.proxy.resume()
+    log("faults stopped; waiting for the queue to settle")
+    const final = yield* broker.eventually(
+      "the queue settled",
+      broker.queueCounts(queue).pipe(Effect.orElseSucceed(() => ({ ready: -1, unacked: -1, consumers: 0 }))),
+      (c) => c.ready === 0 && c.unacked === 0,
+      60_000,
+      500
+    ).pipe(Effect.catchDefect(() => broker.queueCounts(queue)))
+
+    // Stop the workers gracefully: a clean exit is part of the check.
+    for (const slot of slots) {
+      slot.stopping = true
+      slot.process.signal("SIGTERM")
+      const code = yield* slot.process.exit(30_000)
+      if (code !== 0) unexpectedExits.push(`worker ${slot.index} exited ${code} at the end`)
+      slot.past.push(slot.process)
+    }
+
+    // The workers' own records: every "handled task" line, in time order.
+    const handlings: Array<Handling> = []
+    for (const slot of slots) {
+      for (const p of slot.past) {
+        for (const line of p.logs) {
+          const text = messageText(line)
+          if (text.startsWith("handled task ")) {
+            handlings.push({ id: text.slice("handled task ".length), at: Date.parse(String(line.timestamp)) })
+          }
+        }
+      }
+    }
+    handlings.sort((a, b) => a.at - b.at)
+    const seen = new Set<string>()
+    let duplicates = 0
+    for (const handling of handlings) {
+      if (!seen.has(handling.id)) {
+        seen.add(handling.id)
+        continue
+      }
+      duplicates++
+      // The fault most recently before this second handling caused it.
+      const cause = [...faults].reverse().find((fault) => fault.at <= handling.at)
+      if (cause !== undefined) cause.duplicates++
+    }
+    const lost = ids.filter((id) => !seen.has(id))
+
+    // The broker's records: results published, and nothing parked or retrying.
+    const admin = yield* broker.admin
+    const results = (yield* admin.drainQueue(`${queue}.done`)).length
+    const deadLettered = yield* admin.ready(`${queue}.dlq`)
+    const retrying = yield* admin.ready(`${queue}.retry`)
+
+    // Handlings a killed worker did not live to log still published their
+    // result: the results queue is the broker's count of handlings.
+    const allDuplicates = Math.max(duplicates, results - seen.size)
+    // What the workers reported about the faults, as evidence they happened.
+    let channelErrors = 0
+    for (const slot of slots) {
+      for (const p of slot.past) {
+        for (const line of p.logs) if (/^consumer of .* stopped .*PRECONDITION_FAILED/.test(messageText(line))) channelErrors++
+      }
+    }
+
+    const faultCounts: Record<string, { count: number; duplicates: number; maxDuplicates: number }> = {}
+    for (const fault of faults) {
+      const entry = faultCounts[fault.kind] ??= { count: 0, duplicates: 0, maxDuplicates: 0 }
+      entry.count++
+      entry.duplicates += fault.duplicates
+      entry.maxDuplicates = Math.max(entry.maxDuplicates, fault.duplicates)
+    }
+
+    const problems: Array<string> = []
+    if (lost.length > 0) problems.push(`${lost.length} tasks lost (never handled): ${lost.slice(0, 10).join(", ")}`)
+    if (confirmed < options.tasks) problems.push(`only ${confirmed} of ${options.tasks} publishes confirmed`)
+    if (unexpectedExits.length > 0) problems.push(...unexpectedExits)
+    if (final.ready !== 0 || final.unacked !== 0) problems.push(`queue not settled: ${JSON.stringify(final)}`)
+    if (deadLettered !== 0 || retrying !== 0) problems.push(`${deadLettered} dead-lettered, ${retrying} retrying`)
+    if (results < seen.size) problems.push(`${results} results for ${seen.size} handled tasks`)
+    if (options.faults.includes("channel") && channelErrors === 0) problems.push("no worker reported a channel error")
+    for (const kind of new Set(options.faults)) {
+      if (faultCounts[kind] === undefined) problems.push(`fault ${kind} never happened`)
+    }
+    // A fault can only make the messages in flight at that moment come back:
+    // at most the prefetch of each worker it reached (plus republished tasks).
+    for (const fault of faults) {
+      const reached = fault.worker === "all" ? options.workers : 1
+      if (fault.duplicates > options.prefetch * reached + publishRetries) {
+        problems.push(`fault ${fault.kind} at ${new Date(fault.at).toISOString()} caused ${fault.duplicates} duplicates`)
+      }
+    }
+
+    return {
+      tasks: options.tasks,
+      confirmed,
+      handled: handlings.length,
+      distinctHandled: seen.size,
+      lost,
+      duplicates: allDuplicates,
+      loggedDuplicates: duplicates,
+      channelErrors,
+      publishRetries,
+      faults,
+      faultCounts,
+      unexpectedExits,
+      final: { ready: final.ready, unacked: final.unacked, deadLettered, retrying },
+      results,
+      durationMs: Date.now() - startedAt,
+      ok: problems.length === 0,
+      problems
+    } satisfies ChaosReport
+  })
+
+/** The report as the table `npm run chaos` prints. */
+export const summary = (report: ChaosReport, prefetch: number): string => {
+  const rows = [
+    ["tasks published (confirmed)", `${report.confirmed} / ${report.tasks}`],
+    ["publish attempts retried", String(report.publishRetries)],
+    ["tasks handled (distinct)", String(report.distinctHandled)],
+    ["lost", String(report.lost.length)],
+    ["handlings logged", String(report.handled)],
+    ["results on <queue>.done", String(report.results)],
+    ["duplicates (results beyond one per task)", String(report.duplicates)],
+    ["channel errors the workers logged", String(report.channelErrors)],
+    ["queue at the end (ready / unacked)", `${report.final.ready} / ${report.final.unacked}`],
+    ["dead-lettered / retrying", `${report.final.deadLettered} / ${report.final.retrying}`],
+    ["unexpected worker exits", String(report.unexpectedExits.length)],
+    ["duration", `${(report.durationMs / 1000).toFixed(1)} s`]
+  ]
+  const faults = Object.entries(report.faultCounts).map(([kind, entry]) => [
+    kind,
+    String(entry.count),
+    String(entry.duplicates),
+    `${entry.maxDuplicates} (prefetch ${prefetch})`
+  ])
+  const width = Math.max(...rows.map(([label]) => label!.length))
+  return [
+    ...rows.map(([label, value]) => `${label!.padEnd(width)}  ${value}`),
+    "",
+    `${"fault".padEnd(10)} ${"count".padStart(6)} ${"duplicates".padStart(11)}  max per fault (from the logs)`,
+    ...faults.map(([kind, count, dups, max]) => `${kind!.padEnd(10)} ${count!.padStart(6)} ${dups!.padStart(11)}  ${max}`),
+    "",
+    report.ok ? "OK: no task lost, no worker crashed" : `FAILED:\n- ${report.problems.join("\n- ")}`
+  ].join("\n")
+}
