@@ -4,7 +4,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Context, Data, Effect, Layer, Redacted, Schema } from "effect"
-import { Consumer, Worker } from "../src/index.ts"
+import { Consumer, Outcome, Worker } from "../src/index.ts"
 
 class OutOfStock extends Data.TaggedError("OutOfStock")<{ readonly orderId: string }> {}
 
@@ -22,17 +22,18 @@ const ShipOrder = Schema.Struct({ orderId: Schema.String, quantity: Schema.Int }
 
 const shipOrders = Consumer.make({
   queue: "orders.ship",
-  schema: ShipOrder, // bodies that do not decode are rejected, never handled
+  schema: ShipOrder, // bodies that do not decode go to orders.ship.dlq, never to the handler
   handler: (order, message) => // message: id, headers, redelivered, ...
     Effect.gen(function*() {
       const orders = yield* Orders
       yield* orders.ship(order.orderId, order.quantity)
       yield* Effect.log(`order ${order.orderId} done (redelivered: ${message.redelivered})`)
     }),
-  onFailure: "requeue", // or "reject": dead-letters if the queue has a dead-letter exchange
+  // OutOfStock (or a defect): try again in 30 s, 10 times in all, then park it in orders.ship.dlq
+  onFailure: Outcome.retry({ maxAttempts: 10, delay: "30 seconds" }),
   prefetch: 50,
   concurrency: 10,
-  queueOptions: { arguments: { "x-queue-type": "quorum" } }
+  queueOptions: { type: "quorum" }
 })
 
 Worker.run(

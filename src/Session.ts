@@ -93,7 +93,11 @@ export const make = <R>(
       if (!readyReported && publisherReady && Object.values(current.consumers).every(Boolean)) {
         readyReported = true
         yield* ready
-        yield* Effect.logInfo(`consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`)
+        yield* Effect.logInfo(
+          consumers.length === 0
+            ? "ready (no consumers)"
+            : `consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`
+        )
       }
     })
     const onSubscribed = (name: string) => (subscribed: boolean) =>

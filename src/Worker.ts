@@ -134,17 +134,18 @@ export const make = <R>(
       onRetry: ({ attempt, cause, delay }) => {
         const reason = Outcome.describe(Cause.squash(cause))
         const ms = Math.round(Duration.toMillis(delay))
-        return Effect.andThen(
-          Effect.andThen(Metrics.reconnect, SubscriptionRef.update(status, (s): Status.Status => ({
+        return Effect.all([
+          Metrics.reconnect,
+          SubscriptionRef.update(status, (s): Status.Status => ({
             ...s,
             connection: "reconnecting",
             attempt,
             nextRetryMs: ms,
             lastError: reason,
             consumers: Object.fromEntries(names.map((name) => [name, false]))
-          }))),
+          })),
           Effect.logWarning(`${reason}; reconnecting in ${ms} ms (attempt ${attempt})`)
-        )
+        ], { discard: true })
       }
     }, session)
 

@@ -146,17 +146,18 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
       await channel.waitForConfirms()
     })
 
-  const deleteQueue = (queue: string) =>
+  // Clean-up uses a connection of its own: a test may have closed the
+  // admin's (broker restart, close_all_connections).
+  const onFreshChannel = (f: (channel: amqp.Channel) => Promise<unknown>) =>
     Effect.promise(async () => {
-      // A connection of its own: a test may have closed the admin's (broker
-      // restart, close_all_connections).
       const c = await amqp.connect(URL)
       c.on("error", () => {})
       const ch = await c.createChannel()
       ch.on("error", () => {})
-      await ch.deleteQueue(queue).catch(() => undefined)
+      await f(ch).catch(() => undefined)
       await c.close().catch(() => undefined)
     })
+  const deleteQueue = (queue: string) => onFreshChannel((ch) => ch.deleteQueue(queue))
 
   return {
     channel,
@@ -173,15 +174,7 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
     exchange: (prefix) =>
       Effect.acquireRelease(
         Effect.sync(() => uniqueName(prefix)),
-        (name) =>
-          Effect.promise(async () => {
-            const c = await amqp.connect(URL)
-            c.on("error", () => {})
-            const ch = await c.createChannel()
-            ch.on("error", () => {})
-            await ch.deleteExchange(name).catch(() => undefined)
-            await c.close().catch(() => undefined)
-          })
+        (name) => onFreshChannel((ch) => ch.deleteExchange(name))
       ),
     declare: (topology) =>
       Effect.promise(async () => {
