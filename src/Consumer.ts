@@ -273,11 +273,8 @@ export const make = <
   /**
    * One channel's lifetime: ends (fails) when the channel closes.
    *
-   * A delivery is handled at once in a fiber of its own while fewer than
-   * `concurrency` run; otherwise it waits in `waiting`, and the next fiber to
-   * finish takes it. (Starting the fiber from amqplib's callback, rather than
-   * handing the delivery to a pool through a queue, saves a scheduler hop per
-   * message.)
+   * Deliveries wait in `waiting` for a handler fiber (see `pump`); at most
+   * `concurrency` run at once.
    */
   const consumeOnChannel = (
     connection: Connection,
@@ -355,16 +352,33 @@ export const make = <
       const waiting: Array<amqp.ConsumeMessage> = []
       let running = 0
       let draining = false
-      /** Handles `delivery`, then whatever waits, until nothing does. */
-      const work = (delivery: amqp.ConsumeMessage): Effect.Effect<void, never, R> =>
-        Effect.flatMap(handleOne(delivery), () => {
-          const next = draining ? undefined : waiting.shift()
-          if (next !== undefined) return work(next)
+      let pumpScheduled = false
+      /** A handler fiber: handles waiting deliveries one after another until none wait. */
+      const work: Effect.Effect<void, never, R> = Effect.suspend(() => {
+        const next = draining ? undefined : waiting.shift()
+        if (next === undefined) {
           running--
           return Effect.void
-        })
+        }
+        return Effect.flatMap(handleOne(next), () => work)
+      })
       const handlers = yield* FiberSet.make<void, never>()
       const start = yield* FiberSet.runtime(handlers)<R>()
+      /**
+       * Starts handler fibers for the deliveries that wait, up to
+       * `concurrency`. A fiber runs at once, synchronously, until its handler
+       * suspends: one whose handlers never suspend works through every
+       * waiting delivery before `start` returns, so a burst of deliveries
+       * costs one fiber; each handler that suspends leaves the rest to the
+       * next fiber.
+       */
+      const pump = () => {
+        pumpScheduled = false
+        while (!draining && waiting.length > 0 && running < concurrency) {
+          running++
+          start(work)
+        }
+      }
 
       let consumerTag: string | undefined
       // Registered after the channel and the handler fibers, so it runs before
@@ -396,11 +410,13 @@ export const make = <
             if (draining) {
               // Arrived after the drain began: straight back to the queue.
               acks.nack(delivery, true)
-            } else if (running < concurrency) {
-              running++
-              start(work(delivery))
-            } else {
-              waiting.push(delivery)
+              return
+            }
+            waiting.push(delivery)
+            // After the rest of this socket read, so that its deliveries go as a burst.
+            if (!pumpScheduled) {
+              pumpScheduled = true
+              queueMicrotask(pump)
             }
           }, { noAck: false }))
         consumerTag = reply.consumerTag

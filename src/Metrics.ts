@@ -11,7 +11,7 @@
  * | `messages_rejected_total` | counter | queue | rejected without requeue (policy `reject`) |
  * | `messages_retried_total` | counter | queue | failed, sent to the retry queue |
  * | `messages_dead_lettered_total` | counter | queue | parked in the dead-letter queue |
- * | `handler_duration_seconds` | histogram | queue | time from delivery to decision |
+ * | `handler_duration_seconds` | histogram | queue | from the start of handling to the decision |
  * | `messages_in_flight` | gauge | queue | deliveries being handled right now |
  * | `connection_state` | gauge | state | 1 for the current state (connecting, connected, reconnecting, stopping, stopped), 0 for the others |
  * | `connection_blocked` | gauge | | 1 while the broker blocks the connection (memory or disk alarm) |
@@ -39,7 +39,7 @@ const outcomes: Record<Outcome.Decision["_tag"], Metric.Counter<number>> = {
   DeadLetter: counter("messages_dead_lettered_total", "Messages parked in the dead-letter queue")
 }
 const duration = Metric.histogram(`${PREFIX}handler_duration_seconds`, {
-  description: "Time from delivery to the outcome decision",
+  description: "Time from the start of handling a delivery to its outcome decision",
   boundaries: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 })
 const inFlight = Metric.gauge(`${PREFIX}messages_in_flight`, { description: "Deliveries being handled" })
