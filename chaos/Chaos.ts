@@ -50,7 +50,7 @@ export interface Fault {
   readonly worker: number | "all"
   readonly at: number
   readonly tookMs: number
-  /** Duplicates charged to this fault: the first fault after their first handling (whose ack it lost). */
+  /** Duplicates charged to this fault: it made the worker lose the ack of their first handling. */
   duplicates: number
 }
 
@@ -66,6 +66,8 @@ export interface ChaosReport {
   readonly loggedDuplicates: number
   /** Of those, tasks the publisher sent twice (the first send was not confirmed). */
   readonly republishedDuplicates: number
+  /** Of those, duplicates no fault explains (must be 0). */
+  readonly unattributedDuplicates: number
   /** Channel errors (406) the workers logged. */
   readonly channelErrors: number
   readonly publishRetries: number
@@ -323,9 +325,26 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       }
     }
     handlings.sort((a, b) => a.at - b.at)
+
+    // When each worker lost its channel, by its own logs (a reconnect, a new
+    // channel, a shutdown), or was killed: the moments an ack could be lost.
+    const losses = new Map<number, Array<number>>()
+    for (const slot of slots) {
+      const times: Array<number> = []
+      for (const p of slot.past) {
+        for (const line of p.logs) {
+          if (/reconnecting in \d+ ms|opening a new channel in \d+ ms|^shutting down/.test(messageText(line))) {
+            times.push(Date.parse(String(line.timestamp)))
+          }
+        }
+      }
+      for (const fault of faults) if (fault.kind === "sigkill" && fault.worker === slot.index) times.push(fault.at)
+      losses.set(slot.index, times.sort((a, b) => a - b))
+    }
     const firstHandled = new Map<string, Handling>()
     let duplicates = 0
     let republishedDuplicates = 0
+    let unattributed = 0
     for (const handling of handlings) {
       const first = firstHandled.get(handling.id)
       if (first === undefined) {
@@ -338,12 +357,16 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
         republishedDuplicates++
         continue
       }
-      // The ack of the first handling was lost to the first fault after it
-      // that reached the worker that handled it.
+      // The ack of the first handling was lost when that worker next lost its
+      // channel; the fault behind that is the last one before it that reached
+      // the worker.
+      const lostAt = losses.get(first.worker)?.find((t) => t >= first.at)
       const reached = (fault: Fault) => fault.worker === "all" || fault.worker === first.worker
-      const cause = faults.find((fault) => reached(fault) && fault.at + fault.tookMs >= first.at) ??
-        [...faults].reverse().find((fault) => fault.at <= handling.at)
+      const cause = lostAt === undefined
+        ? undefined
+        : [...faults].reverse().find((fault) => reached(fault) && fault.at <= lostAt)
       if (cause !== undefined) cause.duplicates++
+      else unattributed++
     }
     const seen = new Set(firstHandled.keys())
     const lost = ids.filter((id) => !seen.has(id))
@@ -380,6 +403,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     if (final.ready !== 0 || final.unacked !== 0) problems.push(`queue not settled: ${JSON.stringify(final)}`)
     if (deadLettered !== 0 || retrying !== 0) problems.push(`${deadLettered} dead-lettered, ${retrying} retrying`)
     if (results < seen.size) problems.push(`${results} results for ${seen.size} handled tasks`)
+    if (unattributed > 0) problems.push(`${unattributed} duplicates that no fault explains`)
     if (options.faults.includes("channel") && channelErrors === 0) problems.push("no worker reported a channel error")
     for (const kind of new Set(options.faults)) {
       if (faultCounts[kind] === undefined) problems.push(`fault ${kind} never happened`)
@@ -402,6 +426,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       duplicates: allDuplicates,
       loggedDuplicates: duplicates,
       republishedDuplicates,
+      unattributedDuplicates: unattributed,
       channelErrors,
       publishRetries,
       faults,
@@ -421,6 +446,7 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ["tasks published (confirmed)", `${report.confirmed} / ${report.tasks}`],
     ["publish attempts retried", String(report.publishRetries)],
     ["duplicates from tasks published twice", String(report.republishedDuplicates)],
+    ["duplicates no fault explains", String(report.unattributedDuplicates)],
     ["tasks handled (distinct)", String(report.distinctHandled)],
     ["lost", String(report.lost.length)],
     ["handlings logged", String(report.handled)],
