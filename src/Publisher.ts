@@ -233,8 +233,15 @@ export const make = (options: PublisherOptions = {}) =>
     let waiting = 0
     let unconfirmed = 0
 
-    /** Waits until a channel can take a message: connected, unblocked, drained. */
-    const ready = (messageId: string): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
+    /**
+     * Waits until a channel can take a message: connected, unblocked, drained.
+     * The timeout is one deadline for the whole wait, however often the
+     * connection comes and goes in between.
+     */
+    const ready = (
+      messageId: string,
+      deadline: number
+    ): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
       Effect.suspend(() => {
         const current = live
         if (current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()) {
@@ -246,13 +253,13 @@ export const make = (options: PublisherOptions = {}) =>
           Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.unblocked.await)),
           Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.drained.await)),
           Effect.timeoutOrElse({
-            duration: timeout,
+            duration: Math.max(0, deadline - Date.now()),
             orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout }))
           }),
           Effect.ensuring(Effect.sync(() => {
             waiting--
           })),
-          Effect.andThen(Effect.suspend(() => ready(messageId)))
+          Effect.andThen(Effect.suspend(() => ready(messageId, deadline)))
         )
       })
 
@@ -260,8 +267,9 @@ export const make = (options: PublisherOptions = {}) =>
     const send = (message: RawMessage): Effect.Effect<void, PublishError> =>
       Effect.gen(function*() {
         const messageId = message.options.messageId
+        const deadline = Date.now() + Duration.toMillis(timeout)
         while (true) {
-          const current = yield* ready(messageId)
+          const current = yield* ready(messageId, deadline)
           const mandatory = message.mandatory ?? true
           const tracker = { returned: false }
           const sent = yield* Effect.callback<
