@@ -43,6 +43,7 @@
 import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
 import { Cause, Context, Deferred, Duration, Effect, Exit, FiberSet, LogLevel, References, Schema, SchemaAST, Tracer } from "effect"
+import { SchemaJITCompiler } from "effect/schema"
 import * as Acks from "./Acks.ts"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
@@ -642,11 +643,15 @@ const handlerFailure = <E>(cause: Cause.Cause<E>): Exit.Exit<never, Outcome.Hand
  * Decodes JSON text with a schema. When decoding changes nothing (the schema's
  * encoded and decoded forms are the same, as for plain structs of strings,
  * numbers and arrays), `JSON.parse` and a type check do the work at half the
- * cost; the full decoder runs only to explain a failure.
+ * cost; the full decoder runs only to explain a failure. The type check is
+ * compiled by Effect's schema JIT (about ten times faster than the interpreter
+ * on a small struct; where code generation is not allowed, Effect falls back
+ * to the interpreter).
  */
 const jsonDecoder = <S extends BodySchema>(schema: S) => {
   const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema))
   if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return decode
+  SchemaJITCompiler.enable(SchemaAST.toType(schema.ast))
   const is = Schema.is(schema)
   return (text: string): Exit.Exit<S["Type"], Schema.SchemaError> => {
     let value: unknown
