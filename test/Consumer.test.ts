@@ -137,20 +137,25 @@ describe("Consumer", () => {
         queueOptions,
         schema: Task,
         onFailure: "reject",
-        handler: (task) =>
-          Effect.sync(() => {
+        handler: (task) => {
+          // A bug before any effect is built: the same outcome as a defect inside one.
+          if (task.id === "throws") throw new Error("a bug before the effect")
+          return Effect.sync(() => {
             if (task.id === "boom") throw new Error("a bug in the handler")
             handled.push(task.id)
           })
+        }
       })
       const { worker } = yield* startWorker([consumer])
       yield* worker.awaitReady
-      yield* admin.publishTasks(queue, ["before", "boom", "after"])
-      yield* broker.eventually("dead-lettered", admin.ready(dlq), (n) => n === 1)
+      yield* admin.publishTasks(queue, ["before", "boom", "throws", "after"])
+      yield* broker.eventually("dead-lettered", admin.ready(dlq), (n) => n === 2)
       yield* broker.eventually("others handled", Effect.sync(() => handled.length), (n) => n === 2)
       assert.deepStrictEqual(handled.sort(), ["after", "before"])
-      const [dead] = yield* admin.drainQueue(dlq)
-      assert.strictEqual(dead?.properties.messageId, "boom")
+      const dead = yield* admin.drainQueue(dlq)
+      assert.deepStrictEqual(dead.map((m) => m.properties.messageId).sort(), ["boom", "throws"])
+      const counts = yield* broker.eventually("queue settled", broker.queueCounts(queue), (c) => c.unacked === 0)
+      assert.deepStrictEqual(counts, { ready: 0, unacked: 0, consumers: 1 })
       const status = yield* worker.status
       assert.strictEqual(status.connection, "connected")
     }))
