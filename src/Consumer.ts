@@ -242,6 +242,12 @@ export const make = <
     }
   }
 
+  const decide = (
+    delivery: amqp.ConsumeMessage,
+    attempt: number,
+    exit: Exit.Exit<unknown, Outcome.DecodeError | Outcome.HandlerError<E>>
+  ): Outcome.Decision => Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered })
+
   /** A handler that throws instead of returning an effect has died: same outcome as a defect. */
   const callHandler = (body: S["Type"], message: Message<H["Type"]>): Effect.Effect<unknown, E, R> => {
     try {
@@ -351,21 +357,19 @@ export const make = <
         const headers = delivery.properties.headers
         metrics.received()
         const prepared = prepare(delivery, maxBodyBytes, attempt)
-        const decideFor = (exit: Exit.Exit<unknown, Outcome.DecodeError | Outcome.HandlerError<E>>) =>
-          Outcome.decide(exit, policy, { attempt, redelivered: delivery.fields.redelivered })
         if (prepared instanceof Outcome.DecodeError) {
-          return andThen(finish(delivery, startedAt, decideFor(Exit.fail(prepared))), next)
+          return andThen(finish(delivery, startedAt, decide(delivery, attempt, Exit.fail(prepared))), next)
         }
         const handler = callHandler(prepared.body, prepared.message)
         if (!traced) {
           return Effect.matchCauseEffect(restore(handler), {
             onSuccess: () => andThen(finish(delivery, startedAt, ack), next),
-            onFailure: (cause) => andThen(finish(delivery, startedAt, decideFor(handlerFailure(cause))), next)
+            onFailure: (cause) => andThen(finish(delivery, startedAt, decide(delivery, attempt, handlerFailure(cause))), next)
           })
         }
         const handled = Effect.matchCauseEffect(restore(Tracing.handle(handler)), {
           onSuccess: () => finish(delivery, startedAt, ack) ?? Effect.void,
-          onFailure: (cause) => finish(delivery, startedAt, decideFor(handlerFailure(cause))) ?? Effect.void
+          onFailure: (cause) => finish(delivery, startedAt, decide(delivery, attempt, handlerFailure(cause))) ?? Effect.void
         })
         return Effect.flatMap(
           Tracing.consume(queue, headers, {
