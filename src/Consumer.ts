@@ -361,15 +361,18 @@ export const make = <
           return andThen(finish(delivery, startedAt, decide(delivery, attempt, Exit.fail(prepared))), next)
         }
         const handler = callHandler(prepared.body, prepared.message)
+        const succeeded = () => finish(delivery, startedAt, ack)
+        const failed = (cause: Cause.Cause<E>) => finish(delivery, startedAt, decide(delivery, attempt, handlerFailure(cause)))
         if (!traced) {
           return Effect.matchCauseEffect(restore(handler), {
-            onSuccess: () => andThen(finish(delivery, startedAt, ack), next),
-            onFailure: (cause) => andThen(finish(delivery, startedAt, decide(delivery, attempt, handlerFailure(cause))), next)
+            onSuccess: () => andThen(succeeded(), next),
+            onFailure: (cause) => andThen(failed(cause), next)
           })
         }
+        // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
         const handled = Effect.matchCauseEffect(restore(Tracing.handle(handler)), {
-          onSuccess: () => finish(delivery, startedAt, ack) ?? Effect.void,
-          onFailure: (cause) => finish(delivery, startedAt, decide(delivery, attempt, handlerFailure(cause))) ?? Effect.void
+          onSuccess: () => succeeded() ?? Effect.void,
+          onFailure: (cause) => failed(cause) ?? Effect.void
         })
         return Effect.flatMap(
           Tracing.consume(queue, headers, {
