@@ -49,8 +49,12 @@ export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => {
   return undefined
 }))
 
-/** A value of variable `name` that parsed but cannot be used. */
-const issue = (name: string, message: string) =>
+/**
+ * The error for a value of variable `name` that cannot be used.
+ *
+ * @since 0.1.0
+ */
+export const invalid = (name: string, message: string): Schema.SchemaError =>
   new Schema.SchemaError(new SchemaIssue.Pointer([name], new SchemaIssue.InvalidValue({ message })))
 
 /** A file named by `name`, read at start-up; unreadable is an error naming the variable. */
@@ -63,7 +67,7 @@ const file = (name: string) =>
         onSome: (path) =>
           Effect.try({
             try: () => readFileSync(path),
-            catch: (error) => new Config.ConfigError(issue(name, `cannot read ${path}: ${String(error)}`))
+            catch: (error) => new Config.ConfigError(invalid(name, `cannot read ${path}: ${String(error)}`))
           })
       })
     )
@@ -97,7 +101,7 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
 }).pipe(
   Config.flatMap((c) =>
     c.reconnectMaxMs < c.reconnectBaseMs
-      ? Config.fail(issue("RECONNECT_MAX_MS", `must not be below RECONNECT_BASE_MS (${c.reconnectBaseMs})`))
+      ? Config.fail(invalid("RECONNECT_MAX_MS", `must not be below RECONNECT_BASE_MS (${c.reconnectBaseMs})`))
       : Config.succeed(c)
   ),
   Config.map((c): WorkerOptions => ({

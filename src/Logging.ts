@@ -7,7 +7,8 @@
  *
  * @since 0.1.0
  */
-import { Config, Effect, Layer, Logger, type LogLevel, References } from "effect"
+import { Config, Effect, Layer, Logger, LogLevel, References } from "effect"
+import { invalid } from "./Config.ts"
 
 /**
  * @since 0.1.0
@@ -23,14 +24,34 @@ export const layer = (options: { readonly format: LogFormat; readonly level: Log
     Layer.succeed(References.MinimumLogLevel, options.level)
   )
 
+const formats: ReadonlyMap<string, LogFormat> = new Map([["json", "json"], ["pretty", "pretty"]])
+
+const levels: ReadonlyMap<string, LogLevel.LogLevel> = new Map([
+  ...LogLevel.values.map((level) => [level.toLowerCase(), level] as const),
+  ["warning", "Warn"],
+  ["err", "Error"],
+  ["critical", "Fatal"],
+  ["off", "None"],
+  ["silent", "None"]
+])
+
+/** A variable whose value is one of `choices`' keys, in any case; the error lists them. */
+const oneOf = <A>(name: string, choices: ReadonlyMap<string, A>): Config.Config<A> =>
+  Config.String(name).pipe(Config.mapEffect((raw) => {
+    const value = choices.get(raw.trim().toLowerCase())
+    return value === undefined
+      ? Effect.fail(new Config.ConfigError(invalid(name, `expected one of ${[...choices.keys()].join(", ")} (any case), got "${raw}"`)))
+      : Effect.succeed(value)
+  }))
+
 /**
  * `LOG_FORMAT` and `LOG_LEVEL` from the environment.
  *
  * @since 0.1.0
  */
 export const options = Config.all({
-  format: Config.Literals(["json", "pretty"], "LOG_FORMAT").pipe(Config.withDefault<LogFormat>("pretty")),
-  level: Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault<LogLevel.LogLevel>("Info"))
+  format: oneOf("LOG_FORMAT", formats).pipe(Config.withDefault<LogFormat>("pretty")),
+  level: oneOf("LOG_LEVEL", levels).pipe(Config.withDefault<LogLevel.LogLevel>("Info"))
 })
 
 /**

@@ -128,5 +128,42 @@ describe("WorkerConfig", () => {
       )
       const error = yield* Effect.flip(Logging.load.pipe(provide({ LOG_LEVEL: "loud" })))
       assert.include(error.message, "LOG_LEVEL")
+      assert.include(error.message, "loud")
+    }))
+
+  it.effect("LOG_LEVEL and LOG_FORMAT in any case, with the usual aliases", () =>
+    Effect.gen(function*() {
+      const level = (value: string) =>
+        Effect.map(
+          Logging.load.pipe(Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ LOG_LEVEL: value })))),
+          (options) => options.level
+        )
+      const expected = {
+        info: "Info",
+        INFO: "Info",
+        debug: "Debug",
+        trace: "Trace",
+        all: "All",
+        warn: "Warn",
+        warning: "Warn",
+        WARNING: "Warn",
+        error: "Error",
+        err: "Error",
+        fatal: "Fatal",
+        critical: "Fatal",
+        off: "None",
+        none: "None",
+        silent: "None",
+        " Info ": "Info"
+      } as const
+      for (const [value, level_] of Object.entries(expected)) {
+        assert.strictEqual(yield* level(value), level_, `LOG_LEVEL=${value}`)
+      }
+      const format = yield* Logging.load.pipe(
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ LOG_FORMAT: "JSON" })))
+      )
+      assert.strictEqual(format.format, "json")
+      const error = yield* Effect.flip(level("verbose!"))
+      assert.include(error.message, "LOG_LEVEL")
     }))
 })
