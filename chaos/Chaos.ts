@@ -163,7 +163,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       connection: { url: broker.url, name: `${queue}-publisher` },
       reconnect: { base: "100 millis", max: "1 second" },
       publisher: { timeout: "3 seconds", maxWaiting: 10_000 }
-    }, [])
+    }, []).pipe(Effect.orDie)
     yield* publisherWorker.awaitReady
     let confirmed = 0
     let publishRetries = 0

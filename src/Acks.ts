@@ -37,6 +37,11 @@ export interface Acks {
   readonly nack: (delivery: amqp.ConsumeMessage, requeue: boolean) => boolean
   /** Sends the queued acks now. */
   readonly flush: () => void
+  /**
+   * Forgets every unsettled delivery and queued ack without sending
+   * anything: the broker took them back (it cancelled the subscription).
+   */
+  readonly reset: () => void
 }
 
 /**
@@ -57,15 +62,16 @@ export const make = (
   const uncounted = new Set<number>()
   let scheduled = false
 
+  const reset = () => {
+    queued.clear()
+    uncounted.clear()
+    unsettled.clear()
+  }
+
   const flush = () => {
     scheduled = false
     if (queued.size === 0) return
-    if (!options.isOpen()) {
-      queued.clear()
-      uncounted.clear()
-      unsettled.clear()
-      return
-    }
+    if (!options.isOpen()) return reset()
     // The run of acked deliveries at the head: one `multiple` ack covers it.
     let last: amqp.ConsumeMessage | undefined
     const run: Array<number> = []
@@ -126,6 +132,7 @@ export const make = (
         return false
       }
     },
-    flush
+    flush,
+    reset
   }
 }

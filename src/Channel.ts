@@ -11,6 +11,7 @@
  * @since 0.1.0
  */
 import type * as amqp from "amqplib"
+import { IllegalOperationError } from "amqplib"
 import { Data, Deferred, Effect, Exit, type Scope } from "effect"
 import type { Connection } from "./Connection.ts"
 
@@ -60,8 +61,8 @@ export interface Channel<C extends amqp.Channel = amqp.Channel> {
   /** Fails with {@link ChannelClosed} once the channel is closed; never succeeds. */
   readonly closed: Effect.Effect<never, ChannelClosed>
   readonly isOpen: () => boolean
-  /** Why the broker closed the channel, once it did. */
-  readonly serverError: () => string | undefined
+  /** Why the broker closed the channel (its reply code and text), once it did. */
+  readonly serverError: () => { readonly code: number | undefined; readonly reason: string } | undefined
   /** Runs one amqplib operation on the channel. */
   readonly call: <A>(operation: string, f: (channel: C) => Promise<A>) => Effect.Effect<A, ChannelError>
   /** The amqplib channel, for synchronous calls (ack, publish) that must not wait for a fiber. */
@@ -81,6 +82,22 @@ export const unlessConnectionLost = (connection: Connection) => <E>(error: E): E
   (error instanceof ChannelClosed && error.code === undefined) || !connection.isOpen()
     ? Effect.never
     : Effect.fail(error)
+
+/**
+ * Whether amqplib refused an operation because the channel (or its
+ * connection) is closed, rather than because of what was asked of it.
+ *
+ * @since 0.1.0
+ */
+export const isClosedError = (error: unknown): boolean => error instanceof IllegalOperationError
+
+/**
+ * Whether a confirm callback's error is the broker's basic.nack (amqplib
+ * reports a nack and a closed channel alike, as an Error; only the text differs).
+ *
+ * @since 0.1.0
+ */
+export const isNackError = (error: unknown): boolean => error instanceof Error && error.message === "message nacked"
 
 const replyCode = (error: unknown): number | undefined => {
   if (typeof error === "object" && error !== null && "code" in error && typeof error.code === "number") {
@@ -167,7 +184,7 @@ const open = <C extends amqp.Channel>(
     return {
       closed: Deferred.await(closed),
       isOpen: () => alive,
-      serverError: () => serverError?.reason,
+      serverError: () => serverError,
       call,
       raw
     } satisfies Channel<C>

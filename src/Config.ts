@@ -13,7 +13,9 @@
  * | `AMQP_CONNECTION_NAME`   | `effect-rabbitmq-worker`             |
  * | `RECONNECT_BASE_MS`      | 200                                  |
  * | `RECONNECT_MAX_MS`       | 30000                                |
+ * | `AMQP_CONNECT_TIMEOUT_MS`| 10000 (TCP, TLS and AMQP handshake of one address, one deadline) |
  * | `SHUTDOWN_GRACE_MS`      | 10000                                |
+ * | `HANDLER_TIMEOUT_MS`     | 300000 (a handler running longer is interrupted: a `HandlerTimeout` failure) |
  * | `MAX_BODY_BYTES`         | 1048576 (larger bodies are dead-lettered undecoded) |
  * | `PUBLISH_TIMEOUT_MS`     | 10000 (how long a publish waits for a connection) |
  * | `PUBLISH_MAX_WAITING`    | 1000 (publishes that may wait at once) |
@@ -24,6 +26,7 @@
  */
 import { readFileSync } from "node:fs"
 import { Config, Duration, Effect, Option, Redacted, Schema, SchemaIssue } from "effect"
+import * as Connection from "./Connection.ts"
 import type { WorkerOptions } from "./Worker.ts"
 
 /**
@@ -32,22 +35,7 @@ import type { WorkerOptions } from "./Worker.ts"
  *
  * @since 0.1.0
  */
-export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => {
-  const parts = urls.split(",").map((part) => part.trim()).filter((part) => part.length > 0)
-  if (parts.length === 0) return "is empty"
-  for (const [i, url] of parts.entries()) {
-    const which = parts.length > 1 ? `address ${i + 1}` : "it"
-    try {
-      const parsed = new URL(url)
-      if (parsed.protocol !== "amqp:" && parsed.protocol !== "amqps:") {
-        return `must start with amqp:// or amqps:// (${which} does not)`
-      }
-    } catch {
-      return `is not a valid URL (${which})`
-    }
-  }
-  return undefined
-}))
+export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => Connection.urlProblem(urls)))
 
 /**
  * The error for a value of variable `name` that cannot be used.
@@ -91,9 +79,11 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
   prefetch: int("AMQP_PREFETCH", 1, 65535, 20),
   heartbeatSeconds: int("AMQP_HEARTBEAT_SECONDS", 0, 3600, 10),
   connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-rabbitmq-worker")),
+  connectTimeoutMs: int("AMQP_CONNECT_TIMEOUT_MS", 1, 3_600_000, 10_000),
   reconnectBaseMs: int("RECONNECT_BASE_MS", 1, 3_600_000, 200),
   reconnectMaxMs: int("RECONNECT_MAX_MS", 1, 3_600_000, 30_000),
   shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 0, 3_600_000, 10_000),
+  handlerTimeoutMs: int("HANDLER_TIMEOUT_MS", 1, 86_400_000, 300_000),
   maxBodyBytes: int("MAX_BODY_BYTES", 1, 512 * 1024 * 1024, 1024 * 1024),
   publishTimeoutMs: int("PUBLISH_TIMEOUT_MS", 0, 3_600_000, 10_000),
   publishMaxWaiting: int("PUBLISH_MAX_WAITING", 0, 1_000_000, 1000),
@@ -105,7 +95,14 @@ export const workerOptions: Config.Config<WorkerOptions> = Config.all({
       : Config.succeed(c)
   ),
   Config.map((c): WorkerOptions => ({
-    connection: { url: c.url, heartbeatSeconds: c.heartbeatSeconds, name: c.connectionName, tls: c.tls },
+    connection: {
+      url: c.url,
+      heartbeatSeconds: c.heartbeatSeconds,
+      name: c.connectionName,
+      connectTimeout: Duration.millis(c.connectTimeoutMs),
+      tls: c.tls
+    },
+    handlerTimeout: Duration.millis(c.handlerTimeoutMs),
     prefetch: c.prefetch,
     maxBodyBytes: c.maxBodyBytes,
     publisher: { timeout: Duration.millis(c.publishTimeoutMs), maxWaiting: c.publishMaxWaiting },

@@ -14,6 +14,7 @@
  */
 import * as amqp from "amqplib"
 import { Data, Deferred, Duration, Effect, Exit, Latch, Queue, Redacted, type Scope } from "effect"
+import { type Checker, defaults } from "./Options.ts"
 
 /**
  * @since 0.1.0
@@ -29,7 +30,7 @@ export interface ConnectionOptions {
   readonly tls?: TlsOptions | undefined
   /** Heartbeat interval; a dead peer is noticed after about twice this. 0 disables heartbeats. Default 10. */
   readonly heartbeatSeconds?: number | undefined
-  /** TCP connect plus AMQP handshake must finish within this. Default 10 seconds. */
+  /** TCP connect, TLS and the AMQP handshake of one address must finish within this: one deadline. Default 10 seconds. */
   readonly connectTimeout?: Duration.Input | undefined
   /** Shown by the broker (`rabbitmqctl list_connections name`). */
   readonly name?: string | undefined
@@ -53,6 +54,45 @@ export const addresses = (url: Redacted.Redacted<string>): ReadonlyArray<Redacte
   Redacted.value(url).split(",").map((part) => part.trim()).filter((part) => part.length > 0).map((part) =>
     Redacted.make(part)
   )
+
+/**
+ * What is wrong with a (comma-separated) broker URL, or undefined when each
+ * address is an `amqp://` or `amqps://` URL. Never repeats the value: it may
+ * hold a password.
+ *
+ * @since 0.1.0
+ */
+export const urlProblem = (urls: string): string | undefined => {
+  const parts = urls.split(",").map((part) => part.trim()).filter((part) => part.length > 0)
+  if (parts.length === 0) return "is empty"
+  for (const [i, url] of parts.entries()) {
+    const which = parts.length > 1 ? `address ${i + 1}` : "it"
+    try {
+      const parsed = new URL(url)
+      if (parsed.protocol !== "amqp:" && parsed.protocol !== "amqps:") {
+        return `must start with amqp:// or amqps:// (${which} does not)`
+      }
+    } catch {
+      return `is not a valid URL (${which})`
+    }
+  }
+  return undefined
+}
+
+/**
+ * Adds the problems of connection options to `checker`.
+ *
+ * @category checks
+ * @since 0.1.0
+ */
+export const check = (options: ConnectionOptions, checker: Checker): void => {
+  const url: unknown = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
+  const problem = typeof url === "string" ? urlProblem(url) : "is not a string"
+  // The value is never shown: it may hold a password.
+  checker.check(problem === undefined, "connection.url", "<redacted>", `amqp:// or amqps:// URLs (it ${problem})`)
+  checker.int("connection.heartbeatSeconds", options.heartbeatSeconds, 0, 3600)
+  checker.duration("connection.connectTimeout", options.connectTimeout, true)
+}
 
 /**
  * Opening the connection failed (refused, timed out, bad credentials).
@@ -126,23 +166,74 @@ const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string 
 
 const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
 
+/**
+ * Opens one connection, or fails once `timeoutMs` has passed: one deadline
+ * for TCP, TLS and the AMQP handshake (amqplib's own `timeout` is an idle
+ * timeout, which a server that accepts and then trickles or says nothing
+ * can stretch). Given up (deadline, abort), a connection that opens late is
+ * closed at once.
+ */
+const connectOne = (
+  url: string,
+  socketOptions: Record<string, unknown>,
+  timeoutMs: number,
+  signal: AbortSignal
+): Promise<amqp.ChannelModel> =>
+  new Promise((resolve, reject) => {
+    let settled = false
+    const settle = () => {
+      settled = true
+      clearTimeout(timer)
+      signal.removeEventListener("abort", onAbort)
+    }
+    const giveUp = (reason: string) => {
+      if (settled) return
+      settle()
+      reject(new Error(reason))
+    }
+    const onAbort = () => giveUp("interrupted")
+    const timer = setTimeout(() => giveUp(`no answer within ${timeoutMs} ms`), timeoutMs)
+    signal.addEventListener("abort", onAbort, { once: true })
+    amqp.connect(url, { ...socketOptions, timeout: timeoutMs }).then(
+      (model) => {
+        if (!settled) {
+          settle()
+          return resolve(model)
+        }
+        model.on("error", () => {})
+        model.close().catch(() => {})
+      },
+      (error: unknown) => {
+        if (settled) return
+        settle()
+        reject(error)
+      }
+    )
+  })
+
 /** Tries each address once, from `first` on: the first that answers wins. */
 const connectAny = async (
   urls: ReadonlyArray<Redacted.Redacted<string>>,
   first: number,
-  options: ConnectionOptions
+  options: ConnectionOptions,
+  signal: AbortSignal
 ): Promise<{ readonly model: amqp.ChannelModel; readonly server: string }> => {
-  const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds"))
+  const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout))
+  const socketOptions = {
+    clientProperties: options.name === undefined ? {} : { connection_name: options.name },
+    ...options.tls
+  }
   const failures: Array<string> = []
-  for (let i = 0; i < urls.length; i++) {
+  for (let i = 0; i < urls.length && !signal.aborted; i++) {
     const url = urls[(first + i) % urls.length]!
     const server = describeUrl(url)
     try {
-      const model = await amqp.connect(withHeartbeat(url, options.heartbeatSeconds ?? 10), {
+      const model = await connectOne(
+        withHeartbeat(url, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
+        socketOptions,
         timeout,
-        clientProperties: options.name === undefined ? {} : { connection_name: options.name },
-        ...options.tls
-      })
+        signal
+      )
       return { model, server }
     } catch (error) {
       failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
@@ -154,7 +245,9 @@ const connectAny = async (
 /**
  * Opens a connection that is closed when the scope closes. With several
  * addresses, the attempt starts at address number `first` (modulo their
- * count), so that successive sessions go round the nodes.
+ * count), so that successive sessions go round the nodes. Connecting can be
+ * interrupted at any point (shutdown does not wait for a broker that does
+ * not answer).
  *
  * @since 0.1.0
  */
@@ -171,44 +264,55 @@ export const make = (
     const unblocked = Latch.makeUnsafe(true)
     const blockedChanges = yield* Queue.unbounded<{ readonly blocked: boolean; readonly reason?: string }>()
 
-    const model = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () =>
-          connectAny(urls, first, options).then((connected) => {
-            // Listeners go on before any event can fire: an `error` event
-            // without a listener would crash the process.
-            const model = connected.model
-            server = connected.server
-            open = true
-            model.on("error", (error: Error) => {
-              lastError = error.message
-            })
-            model.on("blocked", (reason: string) => {
-              unblocked.closeUnsafe()
-              Queue.offerUnsafe(blockedChanges, { blocked: true, reason })
-            })
-            model.on("unblocked", () => {
-              unblocked.openUnsafe()
-              Queue.offerUnsafe(blockedChanges, { blocked: false })
-            })
-            model.on("close", (error?: Error) => {
-              open = false
-              // Waiters move on and find the connection gone.
-              unblocked.openUnsafe()
-              const reason = error?.message ?? lastError ?? "closed"
-              Deferred.doneUnsafe(lost, Exit.fail(new ConnectionLost({ server, reason })))
-            })
-            model.on("handler-error", () => {})
-            return model
-          }),
+    /** Listeners go on before any event can fire: an `error` event without a listener would crash the process. */
+    const listen = (model: amqp.ChannelModel) => {
+      open = true
+      model.on("error", (error: Error) => {
+        lastError = error.message
+      })
+      model.on("blocked", (reason: string) => {
+        unblocked.closeUnsafe()
+        Queue.offerUnsafe(blockedChanges, { blocked: true, reason })
+      })
+      model.on("unblocked", () => {
+        unblocked.openUnsafe()
+        Queue.offerUnsafe(blockedChanges, { blocked: false })
+      })
+      model.on("close", (error?: Error) => {
+        open = false
+        // Waiters move on and find the connection gone.
+        unblocked.openUnsafe()
+        const reason = error?.message ?? lastError ?? "closed"
+        Deferred.doneUnsafe(lost, Exit.fail(new ConnectionLost({ server, reason })))
+      })
+      model.on("handler-error", () => {})
+    }
+
+    // Not `acquireRelease`: its acquisition cannot be interrupted. The
+    // connect runs interruptibly; once it succeeded, the listeners and the
+    // finalizer go on without a gap.
+    const model = yield* Effect.uninterruptibleMask((restore) =>
+      restore(Effect.tryPromise({
+        try: (signal) => connectAny(urls, first, options, signal),
         catch: (error) => new ConnectError({ server, reason: errorText(error) })
-      }),
-      (model) =>
-        open
-          // close() waits for the broker's close-ok; on a half-open socket
-          // that never comes, and heartbeats end the socket later.
-          ? Effect.tryPromise(() => model.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-          : Effect.void
+      })).pipe(
+        Effect.tap((connected) =>
+          Effect.sync(() => {
+            server = connected.server
+            listen(connected.model)
+          })
+        ),
+        Effect.tap((connected) =>
+          Effect.addFinalizer(() =>
+            open
+              // close() waits for the broker's close-ok; on a half-open socket
+              // that never comes, and heartbeats end the socket later.
+              ? Effect.tryPromise(() => connected.model.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+              : Effect.void
+          )
+        ),
+        Effect.map((connected) => connected.model)
+      )
     )
 
     return {

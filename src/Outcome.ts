@@ -8,7 +8,10 @@
  * | succeeded                                   | ack                                                         |
  * | never ran: body too large, wrong content type, invalid headers, body not JSON or of the wrong shape | dead-letter at once (policy `reject`: reject) |
  * | failed with its typed error, or died        | by the consumer's policy, below                             |
- * | was interrupted (shutdown grace over)       | requeue                                                     |
+ * | ran past its `handlerTimeout`               | a failure (`HandlerTimeout`), by the policy                 |
+ * | ended in its own interruption               | a failure (`Interrupted`), by the policy                    |
+ * | failed on the infrastructure: a publish timed out, found no connection or lost its confirm ({@link isTransient}) | requeue once the publisher can publish again; not an attempt, whatever the policy |
+ * | was interrupted by the worker (shutdown grace over, channel lost) | requeue                                |
  *
  * | policy             | on failure                                                                      |
  * | ------------------ | ------------------------------------------------------------------------------- |
@@ -22,7 +25,8 @@
  * `x-attempts`, `x-original-queue`), then acked. Attempts are counted from
  * the broker's own record (the `x-death` header), so they survive restarts of
  * the worker and of the broker. No rule requeues the same message twice in a
- * row, so no message can loop hot.
+ * row, so no message can loop hot: a transient failure is requeued only once
+ * the publisher is usable again.
  *
  * A decision is only sent on the channel that delivered the message. If that
  * channel is gone, nothing is sent: the broker has already put the message
@@ -31,6 +35,7 @@
  * @since 0.1.0
  */
 import { Cause, Data, Duration, Exit, Option } from "effect"
+import type { Checker } from "./Options.ts"
 
 /**
  * The message never reached the handler: its body or headers are unusable.
@@ -58,6 +63,45 @@ export class HandlerError<E> extends Data.TaggedError("HandlerError")<{ readonly
 }
 
 /**
+ * The handler ran longer than the consumer's `handlerTimeout` and was
+ * interrupted: a failure like any other, settled by the policy.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{ readonly timeout: Duration.Duration }> {
+  override get message() {
+    return `the handler did not finish within ${Duration.format(this.timeout)}`
+  }
+}
+
+/**
+ * Marks an error as a failure of the infrastructure rather than of the
+ * message (no connection, a blocked broker, a lost confirm): see
+ * {@link isTransient}. The publisher's errors carry it where it applies; an
+ * application's own error can carry it too.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const TransientTypeId: unique symbol = Symbol.for("effect-rabbitmq-worker/Transient")
+
+/**
+ * Whether an error (or the error it wraps, as `cause`) is transient: the
+ * message did nothing wrong, so its failure must not use up an attempt.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const isTransient = (error: unknown): boolean => {
+  for (let depth = 0; depth < 4 && typeof error === "object" && error !== null; depth++) {
+    if ((error as { readonly [TransientTypeId]?: unknown })[TransientTypeId] === true) return true
+    error = (error as { readonly cause?: unknown }).cause
+  }
+  return false
+}
+
+/**
  * Retry after `delay`, up to `maxAttempts` deliveries in all, then dead-letter.
  *
  * @since 0.1.0
@@ -73,9 +117,31 @@ export interface Retry {
  */
 export const retry = (options: { readonly maxAttempts: number; readonly delay: Duration.Input }): Retry => ({
   _tag: "Retry",
-  maxAttempts: Math.max(1, Math.floor(options.maxAttempts)),
-  delay: Duration.fromInputUnsafe(options.delay)
+  // Kept as given: a worker refuses to start with a bad value (see `check`).
+  maxAttempts: options.maxAttempts,
+  delay: Option.getOrElse(Duration.fromInput(options.delay), () => Duration.infinity)
 })
+
+/**
+ * Adds the problems of a policy to `checker`: a retry needs a positive
+ * integer `maxAttempts` and a finite `delay` above 0.
+ *
+ * @category checks
+ * @since 0.1.0
+ */
+export const check = (policy: FailurePolicy, checker: Checker): void => {
+  if (typeof policy === "object") {
+    checker.int("onFailure.maxAttempts", policy.maxAttempts, 1)
+    checker.duration("onFailure.delay", policy.delay, true)
+  } else {
+    checker.check(
+      ["dead-letter", "requeue", "reject"].includes(policy),
+      "onFailure",
+      policy,
+      "Outcome.retry(...), \"dead-letter\", \"requeue\" or \"reject\""
+    )
+  }
+}
 
 /**
  * What to do with a message whose handler failed or died.
@@ -114,7 +180,12 @@ export interface Failure {
  */
 export type Decision =
   | { readonly _tag: "Ack" }
-  | { readonly _tag: "Requeue"; readonly reason: string }
+  | {
+    readonly _tag: "Requeue"
+    readonly reason: string
+    /** A transient failure: requeue only once the publisher can publish again. */
+    readonly whenPublisherReady?: boolean | undefined
+  }
   | { readonly _tag: "Reject"; readonly reason: string }
   | { readonly _tag: "Retry"; readonly reason: string; readonly attempt: number }
   | { readonly _tag: "DeadLetter"; readonly failure: Failure }
@@ -130,6 +201,8 @@ export interface Delivery {
   /** This delivery's attempt: 1 for the first, counted from `x-death`. */
   readonly attempt: number
   readonly redelivered: boolean
+  /** The worker interrupted the handler (shutdown grace over, channel lost): not a failure of the message. */
+  readonly interruptedByWorker?: boolean | undefined
 }
 
 /**
@@ -152,12 +225,19 @@ export const decide = <E>(
         ? { _tag: "Reject", reason: error.value.message }
         : { _tag: "DeadLetter", failure }
     }
-    failure = { tag: tagOf(error.value.error), message: messageOf(error.value.error), attempts: delivery.attempt }
+    const cause = error.value.error
+    if (isTransient(cause)) return transient(cause)
+    failure = { tag: tagOf(cause), message: messageOf(cause), attempts: delivery.attempt }
   } else if (Cause.hasDies(exit.cause)) {
     const defect = Cause.squash(exit.cause)
+    if (isTransient(defect)) return transient(defect)
     failure = { tag: "Defect", message: messageOf(defect), attempts: delivery.attempt }
+  } else if (delivery.interruptedByWorker === true) {
+    return { _tag: "Requeue", reason: "the worker interrupted the handler" }
   } else {
-    return { _tag: "Requeue", reason: "handler interrupted" }
+    // The handler's own interruption (`Effect.interrupt`, joining an
+    // interrupted fiber): requeued at once it would loop hot.
+    failure = { tag: "Interrupted", message: "the handler interrupted itself", attempts: delivery.attempt }
   }
   const reason = `${failure.tag}: ${failure.message}`
   if (policy === "reject") return { _tag: "Reject", reason }
@@ -186,6 +266,12 @@ export const attemptOf = (headers: Readonly<Record<string, unknown>> | undefined
   }
   return rejected + 1
 }
+
+const transient = (error: unknown): Decision => ({
+  _tag: "Requeue",
+  reason: `${describe(error)} (transient: not counted as an attempt)`,
+  whenPublisherReady: true
+})
 
 const tagOf = (error: unknown): string => {
   if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") return error._tag

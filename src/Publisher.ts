@@ -42,6 +42,7 @@ import { Cause, Context, Data, Duration, Effect, Latch, Schema } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
 import * as Metrics from "./Metrics.ts"
+import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Reconnect from "./Reconnect.ts"
 import * as Tracing from "./Tracing.ts"
@@ -81,9 +82,14 @@ export class PublishUnroutable extends Data.TaggedError("PublishUnroutable")<{
 export class PublishTimeout extends Data.TaggedError("PublishTimeout")<{
   readonly messageId: string
   readonly timeout: Duration.Duration
+  /** Whether it went out (and its confirm did not come in time) or never left. */
+  readonly sent: boolean
 }> {
+  readonly [Outcome.TransientTypeId] = true
   override get message() {
-    return `message ${this.messageId} not sent within ${Duration.format(this.timeout)}: no connection, or the broker blocked it`
+    return this.sent
+      ? `message ${this.messageId} was sent but not confirmed within ${Duration.format(this.timeout)}`
+      : `message ${this.messageId} not sent within ${Duration.format(this.timeout)}: no connection, or the broker blocked it`
   }
 }
 
@@ -96,6 +102,7 @@ export class PublishBufferFull extends Data.TaggedError("PublishBufferFull")<{
   readonly messageId: string
   readonly maxWaiting: number
 }> {
+  readonly [Outcome.TransientTypeId] = true
   override get message() {
     return `message ${this.messageId} refused: ${this.maxWaiting} publishes are already waiting for the broker`
   }
@@ -110,9 +117,36 @@ export class PublishBufferFull extends Data.TaggedError("PublishBufferFull")<{
 export class PublishUnconfirmed extends Data.TaggedError("PublishUnconfirmed")<{
   readonly messageId: string
   readonly reason: string
+  /**
+   * The broker's reply code when the broker closed the channel because of
+   * this publish (e.g. 404: no such exchange): publishing it again fails
+   * again. Undefined when the connection went away.
+   */
+  readonly code?: number | undefined
 }> {
+  /** Transient unless the broker refused the publish itself. */
+  get [Outcome.TransientTypeId]() {
+    return this.code === undefined
+  }
   override get message() {
     return `message ${this.messageId} was sent but not confirmed: ${this.reason}`
+  }
+}
+
+/**
+ * The client refused the message before sending it: a field does not fit AMQP
+ * (a message id, routing key or exchange over 255 bytes, a header value such
+ * as `NaN` or a `bigint`, headers too large). Nothing was sent; sending it
+ * again fails again.
+ *
+ * @since 0.1.0
+ */
+export class PublishRefused extends Data.TaggedError("PublishRefused")<{
+  readonly messageId: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `message ${truncate(this.messageId, 80)} refused before sending: ${this.reason}`
   }
 }
 
@@ -140,6 +174,7 @@ export type PublishError =
   | PublishBufferFull
   | PublishUnconfirmed
   | PublishEncodeError
+  | PublishRefused
 
 /**
  * A message to publish; `body` is encoded to JSON with `schema`.
@@ -206,8 +241,47 @@ export class Publisher extends Context.Service<Publisher, {
     message: OutgoingMessage<S>
   ) => Effect.Effect<void, PublishError, S["EncodingServices"]>
   readonly publishRaw: (message: RawMessage) => Effect.Effect<void, PublishError>
+  /** Waits, without a deadline, until a publish would go out at once: connected, unblocked, drained. */
+  readonly awaitUsable: Effect.Effect<void>
   readonly stats: Effect.Effect<PublisherStats>
 }>()("effect-rabbitmq-worker/Publisher") {}
+
+/**
+ * What a session gives the publisher's `attach`.
+ *
+ * @since 0.1.0
+ */
+export interface AttachSettings {
+  readonly backoff: Reconnect.BackoffOptions
+  /** The publisher has a channel. */
+  readonly onReady: Effect.Effect<void>
+  /** The publisher lost its channel and is opening a new one. */
+  readonly onDown: Effect.Effect<void>
+}
+
+/** How one try to send a message ended. */
+type SendResult =
+  | { readonly _tag: "Confirmed" }
+  | { readonly _tag: "NotSent" }
+  | { readonly _tag: "Refused"; readonly reason: string }
+  | { readonly _tag: "Returned" }
+  | { readonly _tag: "Nacked" }
+  | { readonly _tag: "TimedOut" }
+  | { readonly _tag: "Closed"; readonly reason: string }
+
+const notSent: SendResult = { _tag: "NotSent" }
+const timedOut: SendResult = { _tag: "TimedOut" }
+const confirmedResult: SendResult = { _tag: "Confirmed" }
+const returnedResult: SendResult = { _tag: "Returned" }
+const nackedResult: SendResult = { _tag: "Nacked" }
+
+/** The end of a confirm: amqplib calls back with nothing (ack), or an error for a nack or a closed channel. */
+const confirmed = (error: unknown, returned: boolean): SendResult => {
+  if (error === null || error === undefined) return returned ? returnedResult : confirmedResult
+  return Channel.isNackError(error)
+    ? nackedResult
+    : { _tag: "Closed", reason: error instanceof Error ? error.message : String(error) }
+}
 
 /** The session's confirm channel, while it is open. */
 interface Live {
@@ -226,17 +300,31 @@ interface Live {
  */
 export const make = (options: PublisherOptions = {}) =>
   Effect.gen(function*() {
-    const timeout = Duration.fromInputUnsafe(options.timeout ?? "10 seconds")
-    const maxWaiting = options.maxWaiting ?? 1000
+    const timeout = Duration.fromInputUnsafe(options.timeout ?? Options.defaults.publishTimeout)
+    const timeoutMillis = Duration.toMillis(timeout)
+    const maxWaiting = options.maxWaiting ?? Options.defaults.publishMaxWaiting
     let live: Live | undefined
     const available = yield* Latch.make(false)
     let waiting = 0
     let unconfirmed = 0
 
+    const usable = (current: Live | undefined): current is Live =>
+      current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()
+
+    /** Waits, for as long as it takes, until a channel can take a message: connected, unblocked, drained. */
+    const awaitUsable: Effect.Effect<void> = Effect.suspend(() =>
+      usable(live)
+        ? Effect.void
+        : available.await.pipe(
+          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.unblocked.await)),
+          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.drained.await)),
+          Effect.andThen(Effect.suspend(() => awaitUsable))
+        )
+    )
+
     /**
-     * Waits until a channel can take a message: connected, unblocked, drained.
-     * The timeout is one deadline for the whole wait, however often the
-     * connection comes and goes in between.
+     * A usable channel, waiting for one until `deadline` (one deadline for
+     * the whole publish, however often the connection comes and goes).
      */
     const ready = (
       messageId: string,
@@ -244,17 +332,13 @@ export const make = (options: PublisherOptions = {}) =>
     ): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
       Effect.suspend(() => {
         const current = live
-        if (current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()) {
-          return Effect.succeed(current)
-        }
+        if (usable(current)) return Effect.succeed(current)
         if (waiting >= maxWaiting) return Effect.fail(new PublishBufferFull({ messageId, maxWaiting }))
         waiting++
-        return available.await.pipe(
-          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.unblocked.await)),
-          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.drained.await)),
+        return awaitUsable.pipe(
           Effect.timeoutOrElse({
             duration: Math.max(0, deadline - Date.now()),
-            orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout }))
+            orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout, sent: false }))
           }),
           Effect.ensuring(Effect.sync(() => {
             waiting--
@@ -263,71 +347,106 @@ export const make = (options: PublisherOptions = {}) =>
         )
       })
 
-    /** Sends on the live channel and waits for the confirm; retries when the channel closed before sending. */
-    const send = (message: RawMessage): Effect.Effect<void, PublishError> =>
-      Effect.gen(function*() {
-        const messageId = message.options.messageId
-        const deadline = Date.now() + Duration.toMillis(timeout)
-        while (true) {
-          const current = yield* ready(messageId, deadline)
-          const mandatory = message.mandatory ?? true
-          const tracker = { returned: false }
-          const sent = yield* Effect.callback<
-            { readonly sent: false } | { readonly sent: true; readonly error: unknown },
-            never
-          >((resume) => {
-            if (mandatory) {
-              const pending = current.returns.get(messageId)
-              if (pending === undefined) current.returns.set(messageId, [tracker])
-              else pending.push(tracker)
+    /**
+     * Sends on the live channel and waits for the confirm, until the
+     * deadline; tries the next channel when this one closed before sending.
+     */
+    const send = (message: RawMessage): Effect.Effect<void, PublishError> => {
+      const messageId = message.options.messageId
+      const deadline = Date.now() + timeoutMillis
+      const attempt: Effect.Effect<void, PublishError> = Effect.flatMap(
+        ready(messageId, deadline),
+        (current) =>
+          Effect.flatMap(sendOn(current, message, deadline), (result): Effect.Effect<void, PublishError> => {
+            switch (result._tag) {
+              case "Confirmed":
+                return Effect.void
+              case "NotSent":
+                return Effect.andThen(Effect.yieldNow, attempt)
+              case "Refused":
+                return Effect.fail(new PublishRefused({ messageId, reason: result.reason }))
+              case "Returned":
+                return Effect.fail(
+                  new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
+                )
+              case "Nacked":
+                return Effect.fail(new PublishNacked({ messageId }))
+              case "TimedOut":
+                return Effect.fail(new PublishTimeout({ messageId, timeout, sent: true }))
+              case "Closed": {
+                // Say why when the broker closed the channel (e.g. 404, no such exchange).
+                const why = current.channel.serverError()
+                return Effect.fail(
+                  new PublishUnconfirmed({
+                    messageId,
+                    reason: why === undefined ? result.reason : `${result.reason}: ${why.reason}`,
+                    code: why?.code
+                  })
+                )
+              }
             }
-            const forget = () => {
-              if (!mandatory) return
-              const pending = current.returns.get(messageId)
-              pending?.splice(pending.indexOf(tracker), 1)
-              if (pending?.length === 0) current.returns.delete(messageId)
-            }
-            let writable: boolean
-            try {
-              unconfirmed++
-              writable = current.channel.raw.publish(
-                message.exchange,
-                message.routingKey,
-                message.content,
-                { ...message.options, mandatory },
-                (error: unknown) => {
-                  unconfirmed--
-                  forget()
-                  resume(Effect.succeed({ sent: true, error }))
-                }
-              )
-            } catch {
-              // The channel closed before the message went out: nothing was
-              // sent, so trying again on the next channel cannot duplicate it.
-              unconfirmed--
-              forget()
-              return resume(Effect.succeed({ sent: false }))
-            }
-            if (!writable) current.drained.closeUnsafe()
           })
-          if (!sent.sent) {
-            yield* Effect.yieldNow
-            continue
-          }
-          if (sent.error !== null && sent.error !== undefined) {
-            const reason = sent.error instanceof Error ? sent.error.message : String(sent.error)
-            if (reason === "message nacked") return yield* Effect.fail(new PublishNacked({ messageId }))
-            // The channel closed: say why when the broker closed it (e.g. 404, no such exchange).
-            const why = current.channel.serverError()
-            return yield* Effect.fail(new PublishUnconfirmed({ messageId, reason: why === undefined ? reason : `${reason}: ${why}` }))
-          }
-          if (tracker.returned) {
-            return yield* Effect.fail(
-              new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
-            )
-          }
+      )
+      return attempt
+    }
+
+    /** One try on one channel: the message goes out, or is refused, and its confirm comes or the deadline passes. */
+    const sendOn = (current: Live, message: RawMessage, deadline: number): Effect.Effect<SendResult> =>
+      Effect.callback<SendResult>((resume) => {
+        const problem = headersProblem(message.options.headers)
+        if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
+        const messageId = message.options.messageId
+        const mandatory = message.mandatory ?? true
+        const tracker = { returned: false }
+        let done = false
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const forget = () => {
+          if (timer !== undefined) clearTimeout(timer)
+          if (!mandatory) return
+          const pending = current.returns.get(messageId)
+          if (pending === undefined) return
+          const i = pending.indexOf(tracker)
+          if (i >= 0) pending.splice(i, 1)
+          if (pending.length === 0) current.returns.delete(messageId)
+        }
+        const finish = (result: SendResult) => {
+          if (done) return
+          done = true
+          forget()
+          resume(Effect.succeed(result))
+        }
+        if (mandatory) {
+          const pending = current.returns.get(messageId)
+          if (pending === undefined) current.returns.set(messageId, [tracker])
+          else pending.push(tracker)
+        }
+        let writable: boolean
+        try {
+          writable = current.channel.raw.publish(
+            message.exchange,
+            message.routingKey,
+            message.content,
+            { ...message.options, mandatory },
+            (error: unknown) => {
+              unconfirmed--
+              finish(confirmed(error, tracker.returned))
+            }
+          )
+        } catch (error) {
+          // Nothing went out: amqplib encodes the whole frame before writing
+          // it, and registers the confirm only after that.
+          finish(
+            Channel.isClosedError(error)
+              // The channel closed first: the next channel cannot duplicate it.
+              ? notSent
+              : { _tag: "Refused", reason: error instanceof Error ? error.message : String(error) }
+          )
           return
         }
+        unconfirmed++
+        if (!writable) current.drained.closeUnsafe()
+        timer = setTimeout(() => finish(timedOut), Math.max(0, deadline - Date.now()))
+        return Effect.sync(forget)
       })
 
     /**
@@ -375,6 +494,7 @@ export const make = (options: PublisherOptions = {}) =>
     const service = Publisher.of({
       publish,
       publishRaw,
+      awaitUsable,
       stats: Effect.sync(() => ({ waiting, unconfirmed }))
     })
 
@@ -384,15 +504,18 @@ export const make = (options: PublisherOptions = {}) =>
      */
     const attach = (
       connection: Connection,
-      settings: { readonly backoff: Reconnect.BackoffOptions; readonly onReady: Effect.Effect<void> }
+      settings: AttachSettings
     ): Effect.Effect<never> =>
       Reconnect.loop(
         {
           backoff: settings.backoff,
           onRetry: ({ attempt, cause, delay }) =>
-            Effect.logWarning(
-              `publisher channel closed (${Outcome.describe(Cause.squash(cause))}); ` +
-                `opening a new one in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+            Effect.andThen(
+              settings.onDown,
+              Effect.logWarning(
+                `publisher channel closed (${Outcome.describe(Cause.squash(cause))}); ` +
+                  `opening a new one in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+              )
             )
         },
         (ready) =>
@@ -434,3 +557,31 @@ export const make = (options: PublisherOptions = {}) =>
 
     return { service, attach } as const
   })
+
+/**
+ * What amqplib would send but the broker cannot take: a non-finite number
+ * anywhere in the headers. RabbitMQ answers `Infinity` by closing the whole
+ * connection (541 INTERNAL_ERROR), which would redeliver every message in
+ * flight and, for a handler that publishes it each time, loop. Also refuses
+ * nesting too deep to encode.
+ */
+const headersProblem = (headers: unknown): string | undefined => {
+  const visit = (value: unknown, path: string, depth: number): string | undefined => {
+    if (typeof value === "number") return Number.isFinite(value) ? undefined : `header ${path} is ${value}`
+    if (typeof value !== "object" || value === null || Buffer.isBuffer(value) || value instanceof Date) return undefined
+    if (depth > 32) return `header ${path} is nested more than 32 levels deep`
+    for (const [key, inner] of Object.entries(value)) {
+      const problem = visit(inner, `${path}.${key}`, depth + 1)
+      if (problem !== undefined) return problem
+    }
+    return undefined
+  }
+  if (typeof headers !== "object" || headers === null) return undefined
+  for (const key in headers) {
+    const problem = visit((headers as Record<string, unknown>)[key], key, 1)
+    if (problem !== undefined) return problem
+  }
+  return undefined
+}
+
+const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}...` : text

@@ -19,6 +19,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Duration, Effect, Exit, Option, Schedule } from "effect"
+import type { Checker } from "./Options.ts"
 
 /**
  * @since 0.1.0
@@ -33,6 +34,21 @@ export interface BackoffOptions {
    * failure starts the backoff from `base` again. Default: 5 seconds.
    */
   readonly healthyAfter?: Duration.Input | undefined
+}
+
+/**
+ * Adds the problems of backoff options to `checker`: delays above 0, `base`
+ * not above `max`.
+ *
+ * @category checks
+ * @since 0.1.0
+ */
+export const check = (options: BackoffOptions | undefined, checker: Checker, prefix: string): void => {
+  if (options === undefined) return
+  const base = checker.duration(`${prefix}.base`, options.base, true)
+  const max = checker.duration(`${prefix}.max`, options.max, true)
+  checker.check(base === undefined || max === undefined || base <= max, `${prefix}.base`, options.base, `at most ${prefix}.max`)
+  checker.duration(`${prefix}.healthyAfter`, options.healthyAfter, false)
 }
 
 /** The jitter factor applied by `Schedule.jittered` (delays are scaled into [0.8, 1.2]). */

@@ -24,6 +24,7 @@ export interface SessionOptions {
   readonly connection: Connection.ConnectionOptions
   readonly prefetch: number
   readonly maxBodyBytes: number
+  readonly handlerTimeout: Duration.Input
   readonly shutdownGrace: Duration.Input
   readonly backoff: Reconnect.BackoffOptions
   readonly topology: Topology.Topology
@@ -51,10 +52,7 @@ export const make = <R>(
   consumers: ReadonlyArray<{ readonly name: string; readonly consumer: Consumer.Consumer<R> }>,
   publisher: {
     readonly service: Publisher.Publisher["Service"]
-    readonly attach: (
-      connection: Connection.Connection,
-      settings: { readonly backoff: Reconnect.BackoffOptions; readonly onReady: Effect.Effect<void> }
-    ) => Effect.Effect<never>
+    readonly attach: (connection: Connection.Connection, settings: Publisher.AttachSettings) => Effect.Effect<never>
   },
   status: SubscriptionRef.SubscriptionRef<Status>
 ) => {
@@ -68,11 +66,15 @@ export const make = <R>(
     // Declared before anything consumes, so that a conflict stops the worker
     // before a single message is taken.
     yield* Effect.scoped(Effect.flatMap(Channel.make(connection), (channel) => Topology.declare(channel, options.topology)))
+    // A new connection: what went wrong before is over.
     yield* SubscriptionRef.update(status, (s): Status => ({
       ...s,
       connection: "connected",
+      attempt: 0,
       nextRetryMs: undefined,
+      lastError: undefined,
       blocked: undefined,
+      publisher: false,
       consumers: Object.fromEntries(consumers.map(({ name }) => [name, false]))
     }))
 
@@ -87,10 +89,9 @@ export const make = <R>(
     ))
 
     let readyReported = false
-    let publisherReady = false
     const checkReady = Effect.gen(function*() {
       const current = yield* SubscriptionRef.get(status)
-      if (!readyReported && publisherReady && Object.values(current.consumers).every(Boolean)) {
+      if (!readyReported && current.publisher && Object.values(current.consumers).every(Boolean)) {
         readyReported = true
         yield* ready
         yield* Effect.logInfo(
@@ -108,12 +109,11 @@ export const make = <R>(
 
     // Forked into the session's scope before the consumers run, so its channel
     // closes after they drained.
+    const publisherUp = (up: boolean) => SubscriptionRef.update(status, (s): Status => ({ ...s, publisher: up }))
     yield* Effect.forkScoped(publisher.attach(connection, {
       backoff: options.backoff,
-      onReady: Effect.suspend(() => {
-        publisherReady = true
-        return checkReady
-      })
+      onReady: Effect.andThen(publisherUp(true), checkReady),
+      onDown: publisherUp(false)
     }))
 
     const runConsumers = Effect.forEach(
@@ -122,6 +122,7 @@ export const make = <R>(
         consumer.run(connection, {
           prefetch: options.prefetch,
           maxBodyBytes: options.maxBodyBytes,
+          handlerTimeout: options.handlerTimeout,
           shutdownGrace: options.shutdownGrace,
           backoff: options.backoff,
           topology: options.topology,

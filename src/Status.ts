@@ -28,14 +28,18 @@ export type ConnectionState = "connecting" | "connected" | "reconnecting" | "sto
  */
 export interface Status {
   readonly connection: ConnectionState
-  /** Failed attempts since the last healthy connection. */
+  /** Failed attempts since the last connection (0 while connected). */
   readonly attempt: number
+  /** Connections lost or attempts failed since the worker started. */
+  readonly reconnects: number
   /** The delay before the next attempt, while reconnecting. */
   readonly nextRetryMs?: number | undefined
   /** Why the last connection or attempt ended. */
   readonly lastError?: string | undefined
   /** Set while the broker blocks the connection (a memory or disk alarm): publishing waits. */
   readonly blocked?: string | undefined
+  /** The publisher has an open channel (handlers can publish). */
+  readonly publisher: boolean
   /** Per consumer (by queue): subscribed right now or not. */
   readonly consumers: Readonly<Record<string, boolean>>
 }
@@ -46,16 +50,23 @@ export interface Status {
 export const initial = (consumers: ReadonlyArray<string>): Status => ({
   connection: "connecting",
   attempt: 0,
+  reconnects: 0,
+  publisher: false,
   consumers: Object.fromEntries(consumers.map((name) => [name, false]))
 })
 
 /**
- * Ready to take messages: connected, and every consumer is subscribed.
+ * Ready to handle messages: connected and not blocked by the broker, the
+ * publisher's channel open, and every consumer subscribed: everything a
+ * handler needs.
  *
  * @since 0.1.0
  */
 export const isReady = (status: Status): boolean =>
-  status.connection === "connected" && Object.values(status.consumers).every((subscribed) => subscribed)
+  status.connection === "connected" &&
+  status.publisher &&
+  status.blocked === undefined &&
+  Object.values(status.consumers).every((subscribed) => subscribed)
 
 /**
  * Unique names for consumers, by queue (`tasks`, `tasks#2` for a second

@@ -12,7 +12,6 @@
  *
  * @example
  * ```ts
- * import { NodeRuntime } from "@effect/platform-node"
  * import { Effect, Redacted, Schema } from "effect"
  * import { Consumer, Worker } from "effect-rabbitmq-worker"
  *
@@ -23,15 +22,17 @@
  * })
  *
  * Worker.run({ connection: { url: Redacted.make("amqp://guest:guest@127.0.0.1:5672") } }, [tasks])
- *   .pipe(NodeRuntime.runMain)
+ *   .pipe(Worker.runMain)
  * ```
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Fiber, Layer, type Scope, Stream, SubscriptionRef } from "effect"
-import type * as Connection from "./Connection.ts"
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, type Runtime, type Scope, Stream, SubscriptionRef } from "effect"
+import * as Connection from "./Connection.ts"
 import type * as Consumer from "./Consumer.ts"
 import * as Metrics from "./Metrics.ts"
+import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
@@ -54,6 +55,13 @@ export interface WorkerOptions {
   readonly topology?: Topology.Topology | undefined
   /** Bodies larger than this are dead-lettered without being decoded. Default 1 MiB. */
   readonly maxBodyBytes?: number | undefined
+  /**
+   * How long a handler may run before it is interrupted and its message
+   * settled as a failure (`HandlerTimeout`) by the consumer's policy, for
+   * consumers that set none. Keep it well below the broker's
+   * `consumer_timeout` (30 minutes by default). Default 5 minutes.
+   */
+  readonly handlerTimeout?: Duration.Input | undefined
   readonly publisher?: Publisher.PublisherOptions | undefined
 }
 
@@ -74,14 +82,31 @@ export class Worker extends Context.Service<Worker, {
 }>()("effect-rabbitmq-worker/Worker") {}
 
 /**
+ * The defaults (see {@link Options.defaults}, the one table of them).
+ *
+ * @category defaults
  * @since 0.1.0
  */
-export const defaults = {
-  prefetch: 20,
-  maxBodyBytes: 1024 * 1024,
-  shutdownGrace: Duration.seconds(10),
-  reconnect: { base: Duration.millis(200), max: Duration.seconds(30), healthyAfter: Duration.seconds(5) }
-} as const
+export const defaults = Options.defaults
+
+/**
+ * The problems of a worker's own options (each consumer checks its own).
+ *
+ * @category checks
+ * @since 0.1.0
+ */
+export const check = (options: WorkerOptions): Options.Checker => {
+  const checker = new Options.Checker()
+  checker.int("prefetch", options.prefetch, 1, 65535)
+  checker.int("maxBodyBytes", options.maxBodyBytes, 1)
+  checker.duration("shutdownGrace", options.shutdownGrace, false)
+  checker.duration("handlerTimeout", options.handlerTimeout, true)
+  Reconnect.check(options.reconnect, checker, "reconnect")
+  Connection.check(options.connection, checker)
+  checker.duration("publisher.timeout", options.publisher?.timeout, false)
+  checker.int("publisher.maxWaiting", options.publisher?.maxWaiting, 0)
+  return checker
+}
 
 /**
  * Starts the worker in the current scope; closing the scope shuts it down.
@@ -91,8 +116,10 @@ export const defaults = {
 export const make = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Effect.Effect<Worker["Service"], never, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
+): Effect.Effect<Worker["Service"], Options.InvalidOptions, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
   Effect.gen(function*() {
+    const invalid = Options.collect([check(options), ...consumers.map((consumer) => consumer.check)])
+    if (invalid !== undefined) return yield* Effect.fail(invalid)
     const names = Status.consumerNames(consumers.map((c) => c.queue))
     const shared = yield* Effect.serviceOption(Status.WorkerStatus)
     const status = shared._tag === "Some" ? shared.value : yield* SubscriptionRef.make(Status.initial(names))
@@ -111,6 +138,7 @@ export const make = <R>(
         connection: options.connection,
         prefetch: options.prefetch ?? defaults.prefetch,
         maxBodyBytes: options.maxBodyBytes ?? defaults.maxBodyBytes,
+        handlerTimeout: options.handlerTimeout ?? defaults.handlerTimeout,
         shutdownGrace: options.shutdownGrace ?? defaults.shutdownGrace,
         backoff,
         topology
@@ -140,8 +168,10 @@ export const make = <R>(
             ...s,
             connection: "reconnecting",
             attempt,
+            reconnects: s.reconnects + 1,
             nextRetryMs: ms,
             lastError: reason,
+            publisher: false,
             consumers: Object.fromEntries(names.map((name) => [name, false]))
           })),
           Effect.logWarning(`${reason}; reconnecting in ${ms} ms (attempt ${attempt})`)
@@ -186,20 +216,62 @@ export const make = <R>(
 export const layer = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Layer.Layer<Worker | Publisher.Publisher, never, Exclude<R, Publisher.Publisher>> =>
+): Layer.Layer<Worker | Publisher.Publisher, Options.InvalidOptions, Exclude<R, Publisher.Publisher>> =>
   Layer.effectContext(
     Effect.map(make(options, consumers), (worker) =>
       Context.make(Worker, worker).pipe(Context.add(Publisher.Publisher, worker.publisher)))
   )
 
 /**
- * Runs the worker until interrupted; fails only when the topology conflicts
- * with the broker's.
+ * Runs the worker until interrupted; fails when an option is invalid (before
+ * anything starts) or when the topology conflicts with the broker's.
  *
  * @since 0.1.0
  */
 export const run = <R>(
   options: WorkerOptions,
   consumers: ReadonlyArray<Consumer.Consumer<R>>
-): Effect.Effect<never, Topology.TopologyConflict, Exclude<R, Publisher.Publisher>> =>
+): Effect.Effect<never, Topology.TopologyConflict | Options.InvalidOptions, Exclude<R, Publisher.Publisher>> =>
   Effect.scoped(Effect.flatMap(make(options, consumers), (worker) => worker.join))
+
+/**
+ * The exit code of a worker process: 0 when it ended by interruption alone
+ * (SIGTERM or SIGINT, then a drained shutdown) or succeeded, 1 when it failed.
+ * `NodeRuntime.runMain`'s default teardown exits 130 after an interruption.
+ *
+ * @example
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Worker } from "effect-rabbitmq-worker"
+ *
+ * NodeRuntime.runMain(Worker.run(options, [tasks]), { teardown: Worker.teardown })
+ * ```
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const teardown: Runtime.Teardown = (exit, onExit) =>
+  onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+
+/**
+ * Runs a program (typically {@link run} with its layers provided) as the
+ * main fiber of a Node process: SIGTERM or SIGINT interrupt it, the worker
+ * drains, and the process exits 0 ({@link teardown}); a failure is reported
+ * and exits 1.
+ *
+ * @example
+ * ```ts
+ * import { Redacted } from "effect"
+ * import { Worker } from "effect-rabbitmq-worker"
+ *
+ * Worker.run({ connection: { url: Redacted.make("amqp://guest:guest@127.0.0.1:5672") } }, [tasks])
+ *   .pipe(Worker.runMain)
+ * ```
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const runMain = <A, E>(
+  program: Effect.Effect<A, E>,
+  options?: { readonly disableErrorReporting?: boolean | undefined }
+): void => NodeRuntime.runMain(program, { ...options, teardown })

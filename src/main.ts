@@ -17,13 +17,13 @@
  *
  * @since 0.1.0
  */
-import { NodeRuntime } from "@effect/platform-node"
 import { hostname } from "node:os"
-import { Cause, Config, Duration, Effect, Exit, Option, type Runtime, Schema } from "effect"
+import { Cause, Config, Duration, Effect, Option, Schema } from "effect"
 import * as Connection from "./Connection.ts"
 import * as Consumer from "./Consumer.ts"
 import * as Health from "./Health.ts"
 import * as Logging from "./Logging.ts"
+import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
 import * as Publisher from "./Publisher.ts"
 import * as Status from "./Status.ts"
@@ -81,6 +81,7 @@ const logFailure = (cause: Cause.Cause<unknown>) => {
   const error = Cause.squash(cause)
   if (error instanceof Config.ConfigError) return Effect.logError(`invalid configuration: ${error.cause.message}`)
   if (error instanceof Topology.TopologyConflict) return Effect.logError(`worker stopped: ${error.message}`)
+  if (error instanceof Options.InvalidOptions) return Effect.logError(error.message)
   return Effect.logError("worker stopped on an error", cause)
 }
 
@@ -97,8 +98,5 @@ const main = Effect.gen(function*() {
   )
 })
 
-/** A drained shutdown (interruption by SIGTERM/SIGINT) is a success: exit 0. */
-const teardown: Runtime.Teardown = (exit, onExit) =>
-  onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
-
-NodeRuntime.runMain(main, { disableErrorReporting: true, teardown })
+// A drained shutdown (interruption by SIGTERM/SIGINT) is a success: exit 0.
+Worker.runMain(main, { disableErrorReporting: true })

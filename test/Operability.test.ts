@@ -82,7 +82,7 @@ describe("Health endpoints", () => {
       // bad-1: attempt 1 retried, attempt 2 dead-lettered; garbage: dead-lettered.
       yield* broker.eventually("two parked", admin.ready(`${queue}.dlq`), (n) => n === 2)
       yield* broker.closeConnectionsNamed(name)
-      yield* broker.eventually("reconnected", worker.status, (s) => s.connection === "connected" && s.attempt === 1)
+      yield* broker.eventually("reconnected", worker.status, (s) => s.connection === "connected" && s.reconnects === 1)
       yield* worker.awaitReady
       const { body, status } = yield* endpoint.get("/metrics")
       assert.strictEqual(status, 200)
@@ -134,7 +134,7 @@ describe("Broker addresses", () => {
       yield* worker.awaitReady
       assert.deepStrictEqual([nodeA.accepted(), nodeB.accepted()], [1, 0])
       yield* nodeA.stop()
-      yield* broker.eventually("connected through B", worker.status, (s) => s.connection === "connected" && s.attempt > 0)
+      yield* broker.eventually("connected through B", worker.status, (s) => s.connection === "connected" && s.reconnects > 0)
       yield* worker.awaitReady
       assert.strictEqual(nodeB.accepted(), 1)
       yield* admin.publishTasks(queue, ["after"])

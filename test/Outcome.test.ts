@@ -3,7 +3,8 @@
  * ack, retry, requeue, reject or dead-letter.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Data, Exit } from "effect"
+import { Cause, Data, Duration, Exit } from "effect"
+import * as Options from "../src/Options.ts"
 import * as Outcome from "../src/Outcome.ts"
 
 class OutOfStock extends Data.TaggedError("OutOfStock")<{ readonly sku: string }> {}
@@ -64,8 +65,70 @@ describe("Outcome.decide", () => {
     assert.strictEqual(Outcome.decide(failed, "dead-letter", first)._tag, "DeadLetter")
   })
 
-  it("an interrupted handler is requeued, whatever the policy", () => {
-    for (const policy of policies) assert.strictEqual(Outcome.decide(interrupted, policy, first)._tag, "Requeue")
+  it("a handler the worker interrupted is requeued, whatever the policy", () => {
+    for (const policy of policies) {
+      assert.strictEqual(Outcome.decide(interrupted, policy, { ...first, interruptedByWorker: true })._tag, "Requeue")
+    }
+  })
+
+  it("a handler that interrupted itself failed: settled by the policy, never requeued at once", () => {
+    assert.deepStrictEqual(Outcome.decide(interrupted, retry3, first), {
+      _tag: "Retry",
+      attempt: 1,
+      reason: "Interrupted: the handler interrupted itself"
+    })
+    assert.strictEqual(Outcome.decide(interrupted, retry3, { attempt: 3, redelivered: true })._tag, "DeadLetter")
+    assert.strictEqual(Outcome.decide(interrupted, "dead-letter", first)._tag, "DeadLetter")
+    assert.strictEqual(Outcome.decide(interrupted, "reject", first)._tag, "Reject")
+    assert.strictEqual(Outcome.decide(interrupted, "requeue", { attempt: 1, redelivered: true })._tag, "DeadLetter")
+  })
+
+  it("a handler timeout is a failure tagged HandlerTimeout", () => {
+    const timedOut = Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: Duration.seconds(30) }) }))
+    const decision = Outcome.decide(timedOut, "dead-letter", { attempt: 2, redelivered: true })
+    assert.deepStrictEqual(decision, {
+      _tag: "DeadLetter",
+      failure: { tag: "HandlerTimeout", message: "the handler did not finish within 30s", attempts: 2 }
+    })
+  })
+
+  it("a transient failure (the infrastructure's, not the message's) is requeued once the publisher is ready, and is no attempt", () => {
+    class Unavailable extends Data.TaggedError("Unavailable")<{}> {
+      readonly [Outcome.TransientTypeId] = true
+    }
+    class Wrapped extends Data.TaggedError("Wrapped")<{ readonly cause: unknown }> {}
+    const transient: ReadonlyArray<Exit.Exit<unknown, Outcome.HandlerError<unknown>>> = [
+      Exit.fail(new Outcome.HandlerError({ error: new Unavailable() })),
+      Exit.fail(new Outcome.HandlerError({ error: new Wrapped({ cause: new Unavailable() }) })),
+      Exit.die(new Unavailable())
+    ]
+    for (const exit of transient) {
+      // Even at the last attempt, under every policy.
+      for (const policy of policies) {
+        const decision = Outcome.decide(exit, policy, { attempt: 3, redelivered: true })
+        assert.strictEqual(decision._tag, "Requeue")
+        assert.isTrue(decision._tag === "Requeue" && decision.whenPublisherReady === true)
+      }
+    }
+    assert.isFalse(Outcome.isTransient(new OutOfStock({ sku: "x" })))
+    assert.isFalse(Outcome.isTransient(undefined))
+  })
+})
+
+describe("Outcome.check", () => {
+  const problems = (policy: Outcome.FailurePolicy) => {
+    const checker = new Options.Checker()
+    Outcome.check(policy, checker)
+    return checker.problems.map((p) => p.option)
+  }
+  it("a retry needs a positive integer maxAttempts and a finite delay above 0", () => {
+    assert.deepStrictEqual(problems(retry3), [])
+    assert.deepStrictEqual(problems(Outcome.retry({ maxAttempts: 0, delay: "1 second" })), ["onFailure.maxAttempts"])
+    assert.deepStrictEqual(problems(Outcome.retry({ maxAttempts: 2.5, delay: "1 second" })), ["onFailure.maxAttempts"])
+    assert.deepStrictEqual(problems(Outcome.retry({ maxAttempts: 3, delay: 0 })), ["onFailure.delay"])
+    assert.deepStrictEqual(problems(Outcome.retry({ maxAttempts: 3, delay: -5 })), ["onFailure.delay"])
+    assert.deepStrictEqual(problems(Outcome.retry({ maxAttempts: 3, delay: "forever" as Duration.Input })), ["onFailure.delay"])
+    assert.deepStrictEqual(problems("nonsense" as Outcome.FailurePolicy), ["onFailure"])
   })
 })
 

@@ -59,7 +59,7 @@ describe("Topology", () => {
       yield* Effect.promise(() => admin.channel.deleteQueue(quorum))
       yield* Effect.promise(() => admin.channel.deleteExchange(exchange))
       yield* broker.closeConnectionsNamed(name)
-      yield* broker.eventually("reconnected", worker.status, (s) => s.connection === "connected" && s.attempt > 0, 20_000)
+      yield* broker.eventually("reconnected", worker.status, (s) => s.connection === "connected" && s.reconnects > 0, 20_000)
       yield* worker.awaitReady
       yield* publish("order.shipped", "e2")
       const [again] = yield* admin.drainQueue(quorum)

@@ -30,7 +30,11 @@ export interface WorkerProcess {
 
 export const messageText = (line: LogLine) => Array.isArray(line.message) ? line.message.join(" ") : String(line.message)
 
-export const spawnWorker = (env: Record<string, string>): Effect.Effect<WorkerProcess, never, Scope.Scope> =>
+/** Runs `script` (default: the example worker) with `env` on top of this process's environment. */
+export const spawnWorker = (
+  env: Record<string, string>,
+  options: { readonly script?: string } = {}
+): Effect.Effect<WorkerProcess, never, Scope.Scope> =>
   Effect.gen(function*() {
     const output: Array<string> = []
     const logs: Array<LogLine> = []
@@ -41,7 +45,7 @@ export const spawnWorker = (env: Record<string, string>): Effect.Effect<WorkerPr
     const httpPort = String(yield* freePort)
     const child: ChildProcess = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(process.execPath, ["src/main.ts"], {
+        spawn(process.execPath, [options.script ?? "src/main.ts"], {
           cwd: root,
           env: { ...process.env, LOG_FORMAT: "json", HTTP_PORT: httpPort, ...env },
           stdio: ["ignore", "pipe", "pipe"]

@@ -23,6 +23,6 @@ export const startWorker = <R = never>(
       reconnect: fastBackoff,
       shutdownGrace: "2 seconds",
       ...rest
-    }, consumers)
+    }, consumers).pipe(Effect.orDie)
     return { worker, name }
   })

@@ -1,0 +1,175 @@
+/**
+ * Carrying out an outcome decision ({@link Outcome.decide}) on the channel
+ * that delivered the message: ack, nack (requeue or not), or park a copy in
+ * the dead-letter queue and ack the original once the copy is confirmed.
+ *
+ * @internal
+ */
+import type * as amqp from "amqplib"
+import { randomUUID } from "node:crypto"
+import { Effect } from "effect"
+import type * as Acks from "../Acks.ts"
+import type * as Channel from "../Channel.ts"
+import * as Outcome from "../Outcome.ts"
+import * as Publisher from "../Publisher.ts"
+import { stringOrUndefined } from "./decode.ts"
+
+/** What was done with a delivery, and the log line that says so. */
+export interface Settled {
+  /** The outcome sent to the broker; undefined when nothing was sent (the channel was gone, or the delivery void). */
+  readonly outcome: Outcome.Decision["_tag"] | undefined
+  readonly log: Effect.Effect<void>
+}
+
+export const channelGone = (decision: string): Settled => ({
+  outcome: undefined,
+  log: Effect.logDebug(`channel closed before the message could be settled (${decision}); the broker redelivers it`)
+})
+
+/** Settles one delivery: synchronously, except where a publish or a wait comes first. */
+export type Settle = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision) => Settled | Effect.Effect<Settled>
+
+/** The longest `x-error-message` a dead-letter copy carries: enough to read, never enough to refuse the copy. */
+const MAX_ERROR_MESSAGE = 1000
+
+/**
+ * Carries out decisions on the delivering channel. Dead-lettering publishes
+ * a copy to the dead-letter queue and acks the original once the broker
+ * confirmed the copy; if that fails, the original goes back to the queue
+ * (after a pause, so a dead-letter queue that cannot take messages does not
+ * make a hot loop). A transient failure is requeued once the publisher can
+ * publish again.
+ */
+export const settler = (
+  channel: Channel.Channel,
+  acks: Acks.Acks,
+  publisher: Publisher.Publisher["Service"],
+  names: { readonly queue: string; readonly deadLetterQueue: string | undefined }
+): Settle => {
+  const nacked = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
+    acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
+  const acked = (delivery: amqp.ConsumeMessage, log: Effect.Effect<void>, counted = true): Settled => {
+    if (!channel.isOpen()) return channelGone("Ack")
+    acks.ack(delivery, counted)
+    return { outcome: "Ack", log }
+  }
+  const ackLog = Effect.logDebug("message acked")
+  const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
+
+  const requeueWhenPublisherReady = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision & { _tag: "Requeue" }) =>
+    // Interruptible, so that shutdown does not wait for a broker that stays blocked.
+    Effect.interruptible(Effect.raceFirst(publisher.awaitUsable, channel.closed)).pipe(
+      Effect.exit,
+      Effect.map(() => nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
+    )
+
+  const deadLetter = (delivery: amqp.ConsumeMessage, failure: Outcome.Failure): Effect.Effect<Settled> => {
+    const copy = deadLetterCopy(delivery, failure, names.queue, deadLetterQueue)
+    return publisher.publishRaw(copy).pipe(
+      // Headers the client cannot encode (they came from another client, or
+      // grew past the frame with ours): park it with ours alone.
+      Effect.catchIf(
+        (error) => error._tag === "PublishRefused",
+        () => publisher.publishRaw(withoutOriginalHeaders(copy))
+      ),
+      // Once the delivering channel is gone the original comes back anyway.
+      Effect.raceFirst(channel.closed),
+      Effect.matchEffect({
+        onSuccess: () => {
+          const settled = acked(
+            delivery,
+            Effect.logWarning(
+              `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
+                `${failure.tag}: ${failure.message}`
+            ),
+            false
+          )
+          return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: "DeadLetter" as const } : settled)
+        },
+        onFailure: (error) =>
+          channel.isOpen()
+            ? Effect.sleep("1 second").pipe(
+              Effect.as(nacked(
+                delivery,
+                { _tag: "Requeue", reason: "dead-lettering failed" },
+                true,
+                Effect.logError(`could not dead-letter the message (${error.message}); requeued it`)
+              ))
+            )
+            : Effect.succeed(channelGone("DeadLetter"))
+      })
+    )
+  }
+
+  return (delivery, decision) => {
+    switch (decision._tag) {
+      case "Ack":
+        return acked(delivery, ackLog)
+      case "Requeue":
+        return decision.whenPublisherReady === true
+          ? requeueWhenPublisherReady(delivery, decision)
+          : nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`))
+      case "Reject":
+        return nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`))
+      case "Retry":
+        // Without requeue: the queue's dead-letter target is the retry queue.
+        return nacked(
+          delivery,
+          decision,
+          false,
+          Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
+        )
+      case "DeadLetter":
+        return deadLetter(delivery, decision.failure)
+    }
+  }
+}
+
+/**
+ * The copy parked in the dead-letter queue: the original's body and
+ * properties (all but its expiration, which would drop it from the
+ * dead-letter queue), and headers that say why.
+ */
+const deadLetterCopy = (
+  delivery: amqp.ConsumeMessage,
+  failure: Outcome.Failure,
+  queue: string,
+  deadLetterQueue: string
+): Publisher.RawMessage => {
+  // Not kept: the expiration (it would drop the copy from the dead-letter
+  // queue), the user id (the broker refuses one that is not the publisher's),
+  // the delivery mode (the copy is always persistent), the deprecated cluster id.
+  const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
+  return {
+    exchange: "",
+    routingKey: deadLetterQueue,
+    content: delivery.content,
+    options: {
+      ...definedOnly(properties),
+      messageId: stringOrUndefined(messageId) ?? randomUUID(),
+      persistent: true,
+      headers: {
+        ...headers,
+        "x-error-tag": truncate(failure.tag, 200),
+        "x-error-message": truncate(failure.message, MAX_ERROR_MESSAGE),
+        "x-attempts": failure.attempts,
+        "x-original-queue": queue,
+        "x-original-exchange": delivery.fields.exchange,
+        "x-original-routing-key": delivery.fields.routingKey
+      }
+    }
+  }
+}
+
+const withoutOriginalHeaders = (copy: Publisher.RawMessage): Publisher.RawMessage => {
+  const ours = Object.fromEntries(
+    Object.entries(copy.options.headers ?? {}).filter(([key]) => key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts")
+  )
+  return { ...copy, options: { ...copy.options, headers: { ...ours, "x-original-headers-dropped": true } } }
+}
+
+/** amqplib reports absent properties as `undefined`; passing them on would only clutter the copy. */
+const definedOnly = (properties: Record<string, unknown>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(properties).filter(([, value]) => value !== undefined && value !== null))
+
+const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max - 3)}...` : text
