@@ -166,7 +166,14 @@ const open = <C extends amqp.Channel>(
       }),
       (channel) =>
         alive
-          ? Effect.tryPromise(() => channel.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+          // Done when the close is confirmed, or when the channel closes
+          // anyway: with a connection going down, amqplib may close this
+          // channel only after this finalizer began, and would then never
+          // answer the close.
+          ? Effect.raceFirst(
+            Effect.ignore(Effect.tryPromise(() => channel.close())),
+            Effect.ignore(Deferred.await(closed))
+          ).pipe(Effect.timeout("5 seconds"), Effect.ignore)
           : Effect.void
     )
 

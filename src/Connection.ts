@@ -306,8 +306,12 @@ export const make = (
           Effect.addFinalizer(() =>
             open
               // close() waits for the broker's close-ok; on a half-open socket
-              // that never comes, and heartbeats end the socket later.
-              ? Effect.tryPromise(() => connected.model.close()).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+              // that never comes, and heartbeats end the socket later. A
+              // connection going down as this begins is done once it is down.
+              ? Effect.raceFirst(
+                Effect.ignore(Effect.tryPromise(() => connected.model.close())),
+                Effect.ignore(Deferred.await(lost))
+              ).pipe(Effect.timeout("5 seconds"), Effect.ignore)
               : Effect.void
           )
         ),

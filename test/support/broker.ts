@@ -74,6 +74,13 @@ export const queueCounts = (queue: string) =>
     return { ready: row.messages_ready, unacked: row.messages_unacknowledged, consumers: row.consumers } satisfies QueueCounts
   })
 
+/** The consumers of a queue, or undefined while the queue does not exist. */
+export const consumersOf = (queue: string) =>
+  Effect.map(
+    json<ReadonlyArray<{ name: string; consumers: number }>>(["list_queues", "name", "consumers"]),
+    (rows) => rows.find((r) => r.name === queue)?.consumers
+  )
+
 /** Polls until `check` holds (or dies after `timeoutMs`). */
 export const eventually = <A>(
   what: string,

@@ -6,6 +6,7 @@
 import { Effect, Redacted, type Scope } from "effect"
 import type * as Connection from "../../src/Connection.ts"
 import type * as Consumer from "../../src/Consumer.ts"
+import type * as Publisher from "../../src/Publisher.ts"
 import * as Worker from "../../src/Worker.ts"
 import { uniqueName, URL } from "./broker.ts"
 
@@ -14,7 +15,11 @@ export const fastBackoff = { base: "100 millis", max: "1 second", healthyAfter: 
 export const startWorker = <R = never>(
   consumers: ReadonlyArray<Consumer.Consumer<R>>,
   overrides: Partial<Worker.WorkerOptions> & { readonly url?: string; readonly tls?: Connection.TlsOptions } = {}
-): Effect.Effect<{ readonly worker: Worker.Worker["Service"]; readonly name: string }, never, R | Scope.Scope> =>
+): Effect.Effect<
+  { readonly worker: Worker.Worker["Service"]; readonly name: string },
+  never,
+  Exclude<R, Publisher.Publisher> | Scope.Scope
+> =>
   Effect.gen(function*() {
     const name = uniqueName("worker")
     const { tls, url, ...rest } = overrides

@@ -1,0 +1,464 @@
+/**
+ * Inputs, options and handlers that must never wedge a worker, spin it, or
+ * loop a message hot: each one is injected here, against the real broker,
+ * and the messages are counted.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Redacted, Schema, Scope } from "effect"
+import * as net from "node:net"
+import * as Connection from "../src/Connection.ts"
+import * as Consumer from "../src/Consumer.ts"
+import * as Options from "../src/Options.ts"
+import * as Outcome from "../src/Outcome.ts"
+import * as Publisher from "../src/Publisher.ts"
+import * as Status from "../src/Status.ts"
+import * as Worker from "../src/Worker.ts"
+import * as broker from "./support/broker.ts"
+import * as logs from "./support/logs.ts"
+import { type LogLine, messageText, spawnWorker } from "./support/process.ts"
+import * as Proxy from "./support/proxy.ts"
+import { startWorker } from "./support/worker.ts"
+
+const Task = Schema.Struct({ id: Schema.String })
+
+/** A TCP server on loopback that accepts connections and then says nothing (or one byte every `trickleMs`). */
+const silentServer = (trickleMs?: number) =>
+  Effect.acquireRelease(
+    Effect.callback<{ readonly port: number; readonly server: net.Server; accepted: number }>((resume) => {
+      const sockets = new Set<net.Socket>()
+      const state = { port: 0, server: net.createServer(), accepted: 0 }
+      state.server.on("connection", (socket) => {
+        state.accepted++
+        sockets.add(socket)
+        socket.on("error", () => {})
+        socket.on("close", () => sockets.delete(socket))
+        if (trickleMs !== undefined) {
+          // The header of a method frame of 100 bytes on channel 0, then its
+          // payload one byte at a time: always more to come, never complete.
+          socket.write(Buffer.from([1, 0, 0, 0, 0, 0, 100]))
+          const timer = setInterval(() => socket.write(Buffer.from([0])), trickleMs)
+          socket.on("close", () => clearInterval(timer))
+        }
+      })
+      state.server.listen(0, "127.0.0.1", () => {
+        const address = state.server.address()
+        state.port = typeof address === "object" && address !== null ? address.port : 0
+        resume(Effect.succeed(state))
+      })
+      ;(state.server as net.Server & { sockets?: Set<net.Socket> }).sockets = sockets
+    }),
+    ({ server }) =>
+      Effect.callback<void>((resume) => {
+        for (const socket of (server as net.Server & { sockets?: Set<net.Socket> }).sockets ?? []) socket.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+const handled = (lines: ReadonlyArray<LogLine>) => lines.filter((l) => /^handled task /.test(messageText(l))).length
+
+describe("Hardening: publishing", () => {
+  it.live("a publish the client refuses fails at once with PublishRefused; the connection and channel stay usable", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("refused", {})
+      const { worker } = yield* startWorker([], { publisher: { timeout: "2 seconds" } })
+      yield* worker.awaitReady
+      const publish = (overrides: Partial<Publisher.OutgoingMessage<typeof Task>>) =>
+        worker.publisher.publish({ routingKey: queue, schema: Task, body: { id: "x" }, ...overrides })
+      const cases: ReadonlyArray<readonly [string, Partial<Publisher.OutgoingMessage<typeof Task>>]> = [
+        ["a 300-byte message id", { messageId: "x".repeat(300) }],
+        ["a 300-byte routing key", { routingKey: "r".repeat(300) }],
+        ["a 300-byte exchange", { exchange: "e".repeat(300) }],
+        ["a NaN header", { headers: { n: Number.NaN } }],
+        ["an Infinity header (the broker would close the connection)", { headers: { n: Number.POSITIVE_INFINITY } }],
+        ["an Infinity deep in a header", { headers: { n: { m: [1, Number.POSITIVE_INFINITY] } } }],
+        ["a bigint header", { headers: { n: 10n } }],
+        ["headers over 64 KiB", { headers: { big: "y".repeat(70 * 1024) } }]
+      ]
+      for (const [what, overrides] of cases) {
+        const exit = yield* Effect.exit(publish(overrides))
+        assert.isTrue(Exit.isFailure(exit), what)
+        const error = Exit.isFailure(exit) ? exit.cause.reasons[0] : undefined
+        assert.strictEqual(error?._tag === "Fail" ? error.error._tag : undefined, "PublishRefused", what)
+      }
+      // Nothing went out, nothing broke: the next publish is confirmed on the same connection.
+      yield* publish({ messageId: "fine" })
+      assert.strictEqual(yield* admin.ready(queue), 1)
+      const status = yield* worker.status
+      assert.strictEqual(status.reconnects, 0)
+      assert.isTrue(Status.isReady(status))
+    }))
+
+  it.live("the publish timeout bounds the wait for the confirm: a broker that never confirms gives PublishTimeout", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("noconfirm", {})
+      const proxy = yield* Proxy.make()
+      const { worker } = yield* startWorker([], { url: proxy.url, publisher: { timeout: "700 millis" } })
+      yield* worker.awaitReady
+      // Bytes from the broker (the confirm) are held back; nothing is lost.
+      proxy.hold()
+      const error = yield* Effect.flip(worker.publisher.publish({ routingKey: queue, schema: Task, body: { id: "a" } }))
+      proxy.release()
+      assert.strictEqual(error._tag, "PublishTimeout")
+      assert.isTrue(error._tag === "PublishTimeout" && error.sent)
+      assert.isTrue(Outcome.isTransient(error))
+    }))
+})
+
+describe("Hardening: handlers", () => {
+  it.live("a handler that interrupts itself is a failure under the policy: retried, then parked, never requeued hot", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("selfinterrupt")
+      let calls = 0
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: Outcome.retry({ maxAttempts: 3, delay: "100 millis" }),
+        handler: (task) =>
+          Effect.suspend(() => {
+            calls++
+            // Its own interruption, and (for the second task) joining an interrupted fiber.
+            return task.id === "self"
+              ? Effect.interrupt
+              : Effect.flatMap(Effect.forkChild(Effect.never), (fiber) => Effect.andThen(Fiber.interrupt(fiber), Fiber.join(fiber)))
+          })
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["self", "joined"])
+      yield* broker.eventually("both parked", admin.ready(`${queue}.dlq`), (n) => n === 2)
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.deepStrictEqual(parked.map((m) => m.properties.headers?.["x-error-tag"]), ["Interrupted", "Interrupted"])
+      assert.deepStrictEqual(parked.map((m) => m.properties.headers?.["x-attempts"]), [3, 3])
+      // Three attempts each, not thousands.
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(calls, 6)
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+    }))
+
+  it.live("a stuck handler is interrupted at its handlerTimeout and settled as a HandlerTimeout failure; never two handlers for one message", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("stuck")
+      let running = 0
+      let mostAtOnce = 0
+      const calls: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handlerTimeout: "300 millis",
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        handler: (task) =>
+          Effect.suspend(() => {
+            calls.push(task.id)
+            running++
+            mostAtOnce = Math.max(mostAtOnce, running)
+            return task.id === "stuck" ? Effect.never : Effect.sleep("10 millis")
+          }).pipe(Effect.ensuring(Effect.sync(() => running--)))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["stuck", "quick-1", "quick-2"])
+      yield* broker.eventually("stuck parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      const [parked] = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.strictEqual(parked?.properties.headers?.["x-error-tag"], "HandlerTimeout")
+      assert.strictEqual(parked?.properties.headers?.["x-attempts"], 2)
+      assert.deepStrictEqual(calls.filter((id) => id === "stuck").length, 2)
+      assert.deepStrictEqual(calls.filter((id) => id !== "stuck").sort(), ["quick-1", "quick-2"])
+      assert.isAtMost(mostAtOnce, 3)
+      yield* broker.eventually("nothing unacked", broker.queueCounts(queue), (c) => c.unacked === 0 && c.ready === 0)
+      // The handler fiber that was interrupted made way for a new one: later messages are handled.
+      yield* admin.publishTasks(queue, ["later"])
+      yield* broker.eventually("later handled", Effect.sync(() => ({ calls, running })), (s) => s.calls.includes("later") && s.running === 0)
+    }))
+
+  it.live("after the broker cancels the consumer, its in-flight deliveries are void: handlers interrupted, nothing sent for them, no 406", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("cancelvoid")
+      const started = yield* Deferred.make<void>()
+      let interrupted = 0
+      const handledIds: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handler: (task) =>
+          task.id === "slow"
+            ? Effect.andThen(Deferred.succeed(started, undefined), Effect.never).pipe(
+              Effect.onInterrupt(() => Effect.sync(() => interrupted++))
+            )
+            : Effect.sync(() => handledIds.push(task.id))
+      })
+      const { name, worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["slow"])
+      yield* Deferred.await(started)
+      // The queue goes away under the consumer: the broker cancels it (basic.cancel).
+      yield* admin.deleteQueue(queue)
+      yield* broker.eventually("handler interrupted", Effect.sync(() => interrupted), (n) => n === 1)
+      // It declares the queue again and subscribes after a backoff.
+      yield* broker.eventually("subscribed again", broker.consumersOf(queue), (n) => n === 1)
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["after"])
+      yield* broker.eventually("after handled", Effect.sync(() => handledIds), (ids) => ids.includes("after"))
+      // No ack or nack was sent for the void delivery: the channel was never closed by the broker.
+      assert.strictEqual(yield* broker.channelsOf(name), 2)
+      assert.strictEqual(captured.matching(/PRECONDITION_FAILED|unknown delivery tag/).length, 0)
+      assert.isAtLeast(captured.matching(/cancelled the consumer.*subscribing again in \d+ ms \(attempt 1\)/).length, 1)
+      assert.strictEqual((yield* worker.status).reconnects, 0)
+    }).pipe(Effect.provide(captured.layer))
+  })
+
+  it.live("a dead-letter copy never fails to encode: a huge error message is cut short, headers too large to copy again are dropped", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("dlcopy")
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: "dead-letter",
+        handler: () => Effect.die(new Error("z".repeat(200_000)))
+      })
+      yield* admin.declare(consumer.topology)
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publish(queue, [
+        { body: JSON.stringify({ id: "plain" }), options: { messageId: "plain", appId: "billing", priority: 3, type: "task" } },
+        // Close to what the client can encode: with the worker's own headers added, it no longer fits.
+        { body: JSON.stringify({ id: "bulky" }), options: { messageId: "bulky", headers: { bulk: "b".repeat(65_300) } } }
+      ])
+      yield* broker.eventually("both parked", admin.ready(`${queue}.dlq`), (n) => n === 2)
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      const plain = parked.find((m) => m.properties.messageId === "plain")
+      const bulky = parked.find((m) => m.properties.messageId === "bulky")
+      assert.isAtMost(String(plain?.properties.headers?.["x-error-message"]).length, 1000)
+      assert.strictEqual(plain?.properties.headers?.["x-error-tag"], "Defect")
+      assert.strictEqual(plain?.properties.appId, "billing")
+      assert.strictEqual(plain?.properties.priority, 3)
+      assert.strictEqual(plain?.properties.type, "task")
+      assert.strictEqual(bulky?.properties.headers?.["x-error-tag"], "Defect")
+      assert.strictEqual(bulky?.properties.headers?.["x-original-headers-dropped"], true)
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+    }))
+})
+
+describe("Hardening: options", () => {
+  it.live("bad library options stop the worker before it connects, with one typed error naming each", () =>
+    Effect.gen(function*() {
+      const consumer = (overrides: Partial<Consumer.ConsumerOptions<typeof Task, typeof Task, never, never>>) =>
+        Consumer.make({ queue: "opts", schema: Task, handler: () => Effect.void, ...overrides })
+      type Overrides = Partial<Worker.WorkerOptions> & { readonly url?: string }
+      const cases: ReadonlyArray<readonly [string, Overrides, ReadonlyArray<Consumer.Consumer>]> = [
+        ["prefetch", {}, [consumer({ prefetch: 0 })]],
+        ["prefetch", {}, [consumer({ prefetch: 70_000 })]],
+        ["concurrency", {}, [consumer({ concurrency: 0 })]],
+        ["maxBodyBytes", {}, [consumer({ maxBodyBytes: 0 })]],
+        ["handlerTimeout", {}, [consumer({ handlerTimeout: 0 })]],
+        ["onFailure.maxAttempts", {}, [consumer({ onFailure: Outcome.retry({ maxAttempts: 0, delay: "1 second" }) })]],
+        ["onFailure.delay", {}, [consumer({ onFailure: Outcome.retry({ maxAttempts: 3, delay: 0 }) })]],
+        ["queue", {}, [consumer({ queue: "" })]],
+        ["queue", {}, [consumer({ queue: "q".repeat(300) })]],
+        ["prefetch", { prefetch: 0 }, []],
+        ["maxBodyBytes", { maxBodyBytes: -1 }, []],
+        ["shutdownGrace", { shutdownGrace: -1 }, []],
+        ["handlerTimeout", { handlerTimeout: "0 millis" }, []],
+        ["reconnect.base", { reconnect: { base: "10 seconds", max: "1 second" } }, []],
+        ["reconnect.base", { reconnect: { base: 0, max: "1 second" } }, []],
+        ["publisher.maxWaiting", { publisher: { maxWaiting: -5 } }, []],
+        ["connection.url", { url: "http://rabbit:5672" }, []]
+      ]
+      for (const [option, overrides, consumers] of cases) {
+        const { url, ...rest } = overrides
+        const name = broker.uniqueName("opts")
+        const exit = yield* Effect.exit(Effect.scoped(Worker.make({
+          connection: { url: Redacted.make(url ?? broker.URL), name },
+          ...rest
+        }, consumers)))
+        assert.isTrue(Exit.isFailure(exit), option)
+        const reason = Exit.isFailure(exit) ? exit.cause.reasons[0] : undefined
+        const error = reason?._tag === "Fail" ? reason.error : undefined
+        assert.instanceOf(error, Options.InvalidOptions, option)
+        assert.include(error?.message ?? "", option)
+        assert.deepStrictEqual(yield* broker.connectionsNamed(name), [], `${option}: nothing connected`)
+      }
+      // Several at once are all named, and the URL's password never shows.
+      const error = yield* Effect.flip(Effect.scoped(Worker.make({
+        connection: { url: Redacted.make("ftp://user:secret@host") },
+        prefetch: 0
+      }, [consumer({ concurrency: 0 })])))
+      assert.strictEqual(error._tag, "InvalidOptions")
+      const message = error._tag === "InvalidOptions" ? error.message : ""
+      assert.include(message, "prefetch is 0")
+      assert.include(message, 'consumer "opts": concurrency is 0')
+      assert.include(message, "connection.url")
+      assert.notInclude(message, "secret")
+    }))
+})
+
+describe("Hardening: connections and shutdown", () => {
+  it.live("the connect timeout is one deadline: a server that trickles bytes and never completes the handshake fails in time", () =>
+    Effect.gen(function*() {
+      const server = yield* silentServer(100)
+      const startedAt = Date.now()
+      const error = yield* Effect.flip(Effect.scoped(Connection.make({
+        url: Redacted.make(`amqp://guest:guest@127.0.0.1:${server.port}`),
+        connectTimeout: "800 millis"
+      })))
+      const elapsed = Date.now() - startedAt
+      assert.strictEqual(error._tag, "ConnectError")
+      assert.include(error.reason, "no answer within 800 ms")
+      // An idle timeout would never fire: bytes keep coming.
+      assert.isBelow(elapsed, 5000)
+    }))
+
+  it.live("SIGTERM while connecting to a server that never answers: the worker exits 0 at once", () =>
+    Effect.gen(function*() {
+      const server = yield* silentServer()
+      const url = `amqp://guest:guest@127.0.0.1:${server.port}`
+      const worker = yield* spawnWorker({ AMQP_URL: `${url},${url}`, LOG_LEVEL: "info" })
+      yield* broker.eventually("the worker connecting", Effect.sync(() => server.accepted), (n) => n >= 1)
+      const signalledAt = Date.now()
+      worker.signal("SIGTERM")
+      const code = yield* worker.exit(15_000)
+      assert.strictEqual(code, 0, worker.output.join("\n"))
+      // Before the fix it waited out the connect's 10 s timeout for each address.
+      assert.isBelow(Date.now() - signalledAt, 5000)
+    }))
+
+  it.live("a connection lost during the shutdown drain ends the drain at once; the message goes back to the queue", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("draindrop")
+      const started = yield* Deferred.make<void>()
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handler: () => Effect.andThen(Deferred.succeed(started, undefined), Effect.sleep("60 seconds"))
+      })
+      const scope = yield* Scope.make()
+      const { name, worker } = yield* startWorker([consumer], { shutdownGrace: "30 seconds" }).pipe(Scope.provide(scope))
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["long"])
+      yield* Deferred.await(started)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* broker.eventually("draining", worker.status, (s) => s.connection === "stopping")
+      yield* Effect.sleep("300 millis")
+      const lostAt = Date.now()
+      yield* broker.closeConnectionsNamed(name)
+      yield* Fiber.join(closing)
+      assert.isBelow(Date.now() - lostAt, 5000)
+      yield* broker.eventually("back in the queue", broker.queueCounts(queue), (c) => c.ready === 1 && c.unacked === 0)
+    }))
+
+  it.live("readiness covers the publisher: not ready while its channel is down; a reconnect clears the last error", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("ready")
+      const consumer = Consumer.make({ queue, schema: Task, handler: () => Effect.void })
+      const { name, worker } = yield* startWorker([consumer], {
+        reconnect: { base: "1500 millis", max: "3 seconds", healthyAfter: "1 second" }
+      })
+      yield* worker.awaitReady
+      // A publish to an exchange that does not exist: the broker closes the publisher's channel (404).
+      const error = yield* Effect.flip(
+        worker.publisher.publish({ exchange: broker.uniqueName("missing"), routingKey: "x", schema: Task, body: { id: "a" } })
+      )
+      assert.strictEqual(error._tag, "PublishUnconfirmed")
+      assert.isFalse(Outcome.isTransient(error))
+      const down = yield* broker.eventually("publisher down", worker.status, (s) => !s.publisher)
+      assert.isFalse(Status.isReady(down))
+      assert.strictEqual(down.connection, "connected")
+      yield* broker.eventually("publisher back", worker.status, Status.isReady)
+      // A lost connection, then a new one: what went wrong before is not reported any more.
+      yield* broker.closeConnectionsNamed(name)
+      yield* broker.eventually("reconnected", worker.status, (s) => s.reconnects === 1 && Status.isReady(s))
+      const status = yield* worker.status
+      assert.strictEqual(status.attempt, 0)
+      assert.isUndefined(status.lastError)
+      assert.isUndefined(status.nextRetryMs)
+    }))
+
+  it.live("a memory alarm longer than the publish timeout sends no task to the dead-letter queue: transient failures use no attempts", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("alarm")
+      const results = yield* admin.queue("alarm-results", {})
+      const attempts: Array<number> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        handler: (task, message) =>
+          Effect.gen(function*() {
+            attempts.push(message.attempt)
+            const publisher = yield* Publisher.Publisher
+            yield* publisher.publish({ routingKey: results, schema: Task, body: task, messageId: task.id })
+          })
+      })
+      yield* admin.declare(consumer.topology)
+      const ids = Array.from({ length: 10 }, (_, i) => `t-${i}`)
+      yield* admin.publishTasks(queue, ids)
+      yield* Effect.acquireRelease(
+        broker.rabbitmqctl("set_vm_memory_high_watermark", "0"),
+        () => broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+      )
+      const { worker } = yield* startWorker([consumer], { publisher: { timeout: "300 millis" }, prefetch: 5 })
+      yield* broker.eventually("blocked", worker.status, (s) => s.blocked !== undefined, 20_000)
+      // Several publish timeouts long, more than every attempt the policy allows.
+      yield* Effect.sleep("2 seconds")
+      assert.strictEqual(yield* admin.ready(`${queue}.dlq`), 0)
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+      yield* broker.eventually("every result", admin.ready(results), (n) => n >= ids.length, 30_000)
+      yield* broker.eventually("queue settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.strictEqual(yield* admin.ready(`${queue}.dlq`), 0)
+      // Every attempt counted was the first: the timeouts did not count.
+      assert.deepStrictEqual([...new Set(attempts)], [1])
+      // While blocked, no new handler started: only the first ones waited on their publish.
+      assert.isAtMost(attempts.length, ids.length + 5)
+    }))
+})
+
+describe("Hardening: processes", () => {
+  it.live("the example worker with a 300-byte task id (too long for a message id): retried, then parked with PublishRefused; LOG_LEVEL=info", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("longid")
+      const worker = yield* spawnWorker({
+        AMQP_QUEUE: queue,
+        LOG_LEVEL: "info",
+        RETRY_MAX_ATTEMPTS: "2",
+        RETRY_DELAY_MS: "100"
+      })
+      yield* worker.waitFor("consuming", (l) => l.some((line) => /^consuming from/.test(messageText(line))))
+      const longId = "x".repeat(300)
+      yield* admin.publish(queue, [
+        { body: JSON.stringify({ id: longId }), options: { messageId: "long" } },
+        { body: JSON.stringify({ id: "short" }), options: { messageId: "short" } }
+      ])
+      yield* broker.eventually("parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      const [parked] = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.strictEqual(parked?.properties.messageId, "long")
+      assert.strictEqual(parked?.properties.headers?.["x-error-tag"], "PublishRefused")
+      assert.strictEqual(parked?.properties.headers?.["x-attempts"], 2)
+      yield* worker.waitFor("the short one handled", (l) => handled(l) === 1)
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+      worker.signal("SIGTERM")
+      assert.strictEqual(yield* worker.exit(), 0)
+    }))
+
+  it.live("a library program that follows the README (Worker.run(...).pipe(Worker.runMain)) exits 0 after a SIGTERM drain", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("library")
+      const worker = yield* spawnWorker({ AMQP_QUEUE: queue }, { script: "test/fixtures/library-worker.ts" })
+      yield* broker.eventually("consuming", broker.consumersOf(queue), (n) => n === 1)
+      yield* admin.publishTasks(queue, ["a", "b"])
+      yield* broker.eventually("handled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      worker.signal("SIGTERM")
+      assert.strictEqual(yield* worker.exit(), 0, worker.output.join("\n"))
+      assert.isTrue(worker.output.some((line) => line.includes("handled a")))
+    }))
+})
