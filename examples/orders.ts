@@ -2,7 +2,6 @@
  * Using the library: a consumer whose handler needs a service of the
  * application, provided by a layer. Run with `node examples/orders.ts`.
  */
-import { NodeRuntime } from "@effect/platform-node"
 import { Context, Data, Effect, Layer, Redacted, Schema } from "effect"
 import { Consumer, Outcome, Worker } from "../src/index.ts"
 
@@ -41,5 +40,5 @@ Worker.run(
   [shipOrders]
 ).pipe(
   Effect.provide(OrdersLive),
-  NodeRuntime.runMain
+  Worker.runMain // SIGTERM / SIGINT: drain, then exit 0
 )
