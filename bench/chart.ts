@@ -1,20 +1,23 @@
 /**
- * Renders the benchmark results as an SVG for the README: consumer throughput
- * per client (median msgs/s, ratio to raw amqplib, CPU per message), and the
+ * Renders the benchmark results as an SVG for the README: for each scenario
+ * (consume only; the real path: consume, publish a confirmed result, ack;
+ * confirmed publishing at 100 and 1,000 in flight) the median msgs/s per
+ * client, its ratio to raw amqplib and its CPU per message; then the
  * recovery, shutdown and memory figures, with the date, machine and versions.
  */
 
-interface Results {
+type Summary = Readonly<Record<string, { medianMsgsPerSec: number; medianCpuMicrosPerMessage: number; ratioToRaw?: number }>>
+
+export interface Results {
   readonly date: string
   readonly machine: { readonly cpus: number; readonly cpuModel: string; readonly memoryGiB: number; readonly node: string }
   readonly versions: Readonly<Record<string, string>>
-  readonly throughput: {
-    readonly messages: number
-    readonly prefetch: number
+  readonly throughput: { readonly messages: number; readonly prefetch: number; readonly rounds: number; readonly summary: Summary }
+  readonly realPath: { readonly tasks: number; readonly prefetch: number; readonly rounds: number; readonly summary: Summary }
+  readonly publishing: {
+    readonly publishes: number
     readonly rounds: number
-    readonly summary: Readonly<
-      Record<string, { medianMsgsPerSec: number; medianCpuMicrosPerMessage: number; ratioToRaw?: number }>
-    >
+    readonly inFlight: Readonly<Record<string, { readonly summary: Summary }>>
   }
   readonly recovery: { readonly faults: number; readonly baseDelayMs: number; readonly medianMs: number; readonly p95Ms: number }
   readonly shutdown: { readonly inFlight: number; readonly handlerMs: number; readonly medianDrainMs: number }
@@ -27,27 +30,63 @@ interface Results {
 
 const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
 
-export const chart = (results: Results): string => {
-  const width = 980
-  const barLeft = 200
-  const barMax = 420
-  const rowHeight = 30
-  const entries = Object.entries(results.throughput.summary)
+const barLeft = 200
+const barMax = 420
+const rowHeight = 26
+
+const label = (client: string) =>
+  client === "amqplib-batched" ? "amqplib, batched acks" : client === "amqplib" ? "amqplib (raw)" : client
+
+/** One scenario: its title, its note, one bar a client; returns the SVG and the height used. */
+const section = (top: number, title: string, note: string, summary: Summary): { svg: string; height: number } => {
+  const entries = Object.entries(summary)
   const max = Math.max(...entries.map(([, s]) => s.medianMsgsPerSec))
-  const top = 70
   const rows = entries.map(([client, s], i) => {
-    const y = top + i * rowHeight
+    const y = top + 40 + i * rowHeight
     const w = Math.max(2, (s.medianMsgsPerSec / max) * barMax)
     const ours = client === "effect-rabbitmq-worker"
-    const label = client === "amqplib-batched" ? "amqplib, batched acks" : client === "amqplib" ? "amqplib (raw)" : client
     return [
-      `<text x="${barLeft - 10}" y="${y + 15}" text-anchor="end" font-weight="${ours ? "bold" : "normal"}">${escape(label)}</text>`,
-      `<rect x="${barLeft}" y="${y}" width="${w.toFixed(1)}" height="20" fill="${ours ? "#4f46e5" : "#9ca3af"}"/>`,
-      `<text x="${barLeft + w + 6}" y="${y + 15}">${Math.round(s.medianMsgsPerSec).toLocaleString("en")} msgs/s · ${
+      `<text x="${barLeft - 10}" y="${y + 14}" text-anchor="end" font-weight="${ours ? "bold" : "normal"}">${escape(label(client))}</text>`,
+      `<rect x="${barLeft}" y="${y}" width="${w.toFixed(1)}" height="18" fill="${ours ? "#4f46e5" : "#9ca3af"}"/>`,
+      `<text x="${barLeft + w + 6}" y="${y + 14}">${Math.round(s.medianMsgsPerSec).toLocaleString("en")} msgs/s · ${
         (s.ratioToRaw ?? 0).toFixed(2)
       }x · ${s.medianCpuMicrosPerMessage} µs CPU/msg</text>`
     ].join("\n")
   })
+  const svg = [
+    `<text x="20" y="${top + 16}" font-size="15" font-weight="bold">${escape(title)}</text>`,
+    `<text x="20" y="${top + 32}" fill="#4b5563">${escape(note)}</text>`,
+    ...rows
+  ].join("\n")
+  return { svg, height: 40 + entries.length * rowHeight + 16 }
+}
+
+export const chart = (results: Results): string => {
+  const width = 1000
+  const sections: Array<[string, string, Summary]> = [
+    [
+      `Consume only (median of ${results.throughput.rounds} alternating rounds)`,
+      `${results.throughput.messages.toLocaleString("en")} small JSON messages, prefetch ${results.throughput.prefetch}: decode, ack; ratio to raw amqplib`,
+      results.throughput.summary
+    ],
+    [
+      `The real path: consume, publish a confirmed result, ack (median of ${results.realPath.rounds} rounds)`,
+      `${results.realPath.tasks.toLocaleString("en")} tasks, prefetch ${results.realPath.prefetch}; each result persistent to a durable queue, the task acked once it is confirmed`,
+      results.realPath.summary
+    ],
+    ...Object.entries(results.publishing.inFlight).map(([n, r]): [string, string, Summary] => [
+      `Confirmed publishing, ${n} in flight (median of ${results.publishing.rounds} rounds)`,
+      `${results.publishing.publishes.toLocaleString("en")} persistent publishes to a durable queue, each awaited`,
+      r.summary
+    ])
+  ]
+  let top = 10
+  const parts: Array<string> = []
+  for (const [title, note, summary] of sections) {
+    const { height, svg } = section(top, title, note, summary)
+    parts.push(svg)
+    top += height
+  }
   const first = results.memory.points[0]
   const last = results.memory.points[results.memory.points.length - 1]
   const facts = [
@@ -58,13 +97,11 @@ export const chart = (results: Results): string => {
       Object.entries(results.versions).map(([name, v]) => `${name} ${v}`).join(" · ")
     }`
   ]
-  const factsTop = top + entries.length * rowHeight + 20
+  const factsTop = top + 10
   const height = factsTop + facts.length * 22 + 10
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="20" y="28" font-size="16" font-weight="bold">Consumer throughput (median of ${results.throughput.rounds} alternating rounds)</text>
-<text x="20" y="48" fill="#4b5563">${results.throughput.messages.toLocaleString("en")} small JSON messages pre-filled, prefetch ${results.throughput.prefetch}, broker on the same machine; ratio to raw amqplib (per-message ack)</text>
-${rows.join("\n")}
+${parts.join("\n")}
 ${facts.map((fact, i) => `<text x="20" y="${factsTop + i * 22}" fill="#374151" font-size="${i === facts.length - 1 ? 10 : 12}">${escape(fact)}</text>`).join("\n")}
 </svg>
 `

@@ -1,22 +1,32 @@
 /**
- * One throughput run of one client, in a process of its own: consumes
- * `count` messages from `queue` at `prefetch`, and prints
+ * One throughput run of one client, in a process of its own, and prints
  * `{"client","messages","seconds","cpuMicrosPerMessage"}`, measured from the
- * first delivery to the last message handled. Run by bench/run.ts.
+ * first message to the last. Run by bench/run.ts.
  *
- *   node bench/client.ts <client> <queue> <count> <prefetch>
+ *   node bench/client.ts consume <client> <queue> <count> <prefetch>
+ *   node bench/client.ts work    <client> <queue> <count> <prefetch>
+ *   node bench/client.ts publish <client> <queue> <count> <inFlight>
+ *
+ * - consume: take `count` messages from `queue`, decode, ack.
+ * - work: the worker's real path: take a task, publish a persistent result
+ *   to `<queue>.done` and wait for its confirm, then ack the task.
+ * - publish: `count` persistent publishes to `queue`, each awaited (its
+ *   confirm), `inFlight` at a time.
  */
 import amqpConnectionManager from "amqp-connection-manager"
 import * as amqp from "amqplib"
 import { Effect, Fiber, Layer, Redacted, References, Schema } from "effect"
 import { Connection as RabbitClient } from "rabbitmq-client"
 import * as Consumer from "../src/Consumer.ts"
+import * as Publisher from "../src/Publisher.ts"
 import * as Worker from "../src/Worker.ts"
 
 const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
-const [client = "", queue = "", countText = "", prefetchText = ""] = process.argv.slice(2)
+const [scenario = "", client = "", queue = "", countText = "", prefetchText = ""] = process.argv.slice(2)
 const count = Number(countText)
 const prefetch = Number(prefetchText)
+const inFlight = prefetch
+const results = `${queue}.done`
 
 let handled = 0
 let firstAt = 0
@@ -35,7 +45,12 @@ const tick = () => {
 /** The body every client decodes: the bench's "small JSON task". */
 const Task = Schema.Struct({ id: Schema.String, n: Schema.Number, tags: Schema.Array(Schema.String), ok: Schema.Boolean })
 
-const clients: Record<string, () => Promise<() => Promise<void>>> = {
+const TaskDone = Schema.Struct({ id: Schema.String, worker: Schema.String, handledAt: Schema.String })
+const resultBody = (id: string) => ({ id, worker: "bench", handledAt: new Date().toISOString() })
+const resultBuffer = (id: string) => Buffer.from(JSON.stringify(resultBody(id)))
+const taskId = (content: Buffer): string => (JSON.parse(content.toString()) as { id: string }).id
+
+const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
   /** raw amqplib: JSON.parse and one ack per message. */
   amqplib: async () => {
     const connection = await amqp.connect(URL)
@@ -124,9 +139,166 @@ const clients: Record<string, () => Promise<() => Promise<void>>> = {
   }
 }
 
-const start = clients[client]
+/** The worker's real path: a result published with a confirm, then the task acked. */
+const workClients: Record<string, () => Promise<() => Promise<void>>> = {
+  /** raw amqplib: a confirm channel for results, the task acked in the confirm callback. */
+  amqplib: async () => {
+    const connection = await amqp.connect(URL)
+    const channel = await connection.createChannel()
+    const confirms = await connection.createConfirmChannel()
+    await channel.prefetch(prefetch)
+    await channel.consume(queue, (message) => {
+      if (message === null) return
+      const id = taskId(message.content)
+      confirms.sendToQueue(results, resultBuffer(id), { persistent: true, messageId: id, contentType: "application/json" }, (error) => {
+        if (error !== null && error !== undefined) return channel.nack(message, false, true)
+        channel.ack(message)
+        tick()
+      })
+    })
+    return () => connection.close()
+  },
+
+  /** this project: the example worker's handler (decode, publish a confirmed result, then the worker acks). */
+  "effect-rabbitmq-worker": async () => {
+    const consumer = Consumer.make({
+      queue,
+      schema: Task,
+      prefetch,
+      onFailure: "reject",
+      handler: (task) =>
+        Effect.gen(function*() {
+          const publisher = yield* Publisher.Publisher
+          yield* publisher.publish({ routingKey: results, schema: TaskDone, body: resultBody(task.id), messageId: task.id })
+        }).pipe(Effect.ensuring(Effect.sync(tick)))
+    })
+    const fiber = Effect.runFork(
+      Worker.run({ connection: { url: Redacted.make(URL) } }, [consumer]).pipe(
+        Effect.provide(Layer.succeed(References.MinimumLogLevel, "Warn"))
+      )
+    )
+    return () => Effect.runPromise(Fiber.interrupt(fiber))
+  },
+
+  /** amqp-connection-manager 5: await the wrapper's (confirmed) sendToQueue, then ack. */
+  "amqp-connection-manager": async () => {
+    const connection = amqpConnectionManager.connect([URL])
+    const channel = connection.createChannel({
+      json: false,
+      setup: (ch: amqp.ConfirmChannel) => ch.prefetch(prefetch)
+    })
+    await channel.waitForConnect()
+    await channel.consume(queue, async (message) => {
+      const id = taskId(message.content)
+      await channel.sendToQueue(results, resultBuffer(id), { persistent: true, messageId: id, contentType: "application/json" })
+      channel.ack(message)
+      tick()
+    }, { prefetch })
+    return () => connection.close()
+  },
+
+  /** rabbitmq-client 5: a confirming publisher; the handler awaits `send`, the library acks when it returns. */
+  "rabbitmq-client": async () => {
+    const connection = new RabbitClient(URL)
+    const publisher = connection.createPublisher({ confirm: true })
+    const consumer = connection.createConsumer(
+      { queue, queueOptions: { durable: true }, qos: { prefetchCount: prefetch } },
+      async (message) => {
+        const id = taskId(Buffer.isBuffer(message.body) ? message.body : Buffer.from(JSON.stringify(message.body)))
+        await publisher.send({ routingKey: results, durable: true, messageId: id }, resultBody(id))
+        tick()
+      }
+    )
+    return async () => {
+      await consumer.close()
+      await publisher.close()
+      await connection.close()
+    }
+  }
+}
+
+/** `count` persistent publishes, `inFlight` awaited at a time. */
+const publishClients: Record<string, () => Promise<() => Promise<void>>> = {
+  /** raw amqplib: a confirm channel, one callback per publish. */
+  amqplib: async () => {
+    const connection = await amqp.connect(URL)
+    const channel = await connection.createConfirmChannel()
+    let sent = 0
+    const next = () => {
+      if (sent >= count) return
+      const i = sent++
+      channel.sendToQueue(queue, resultBuffer(`p${i}`), { persistent: true, messageId: `p${i}`, contentType: "application/json" }, () => {
+        tick()
+        next()
+      })
+    }
+    for (let i = 0; i < inFlight; i++) next()
+    return () => connection.close()
+  },
+
+  "effect-rabbitmq-worker": async () => {
+    const fiber = Effect.runFork(
+      Effect.scoped(Effect.gen(function*() {
+        const worker = yield* Worker.make<never>({ connection: { url: Redacted.make(URL) }, publisher: { maxWaiting: inFlight } }, [])
+        yield* worker.awaitReady
+        yield* Effect.forEach(
+          Array.from({ length: count }, (_, i) => i),
+          (i) =>
+            Effect.andThen(
+              worker.publisher.publish({ routingKey: queue, schema: TaskDone, body: resultBody(`p${i}`), messageId: `p${i}` }),
+              Effect.sync(tick)
+            ),
+          { concurrency: inFlight, discard: true }
+        )
+        return yield* Effect.never
+      })).pipe(Effect.provide(Layer.succeed(References.MinimumLogLevel, "Warn")))
+    )
+    return () => Effect.runPromise(Fiber.interrupt(fiber))
+  },
+
+  "amqp-connection-manager": async () => {
+    const connection = amqpConnectionManager.connect([URL])
+    const channel = connection.createChannel({ json: false })
+    await channel.waitForConnect()
+    let sent = 0
+    const loop = async () => {
+      while (sent < count) {
+        const i = sent++
+        await channel.sendToQueue(queue, resultBuffer(`p${i}`), { persistent: true, messageId: `p${i}`, contentType: "application/json" })
+        tick()
+      }
+    }
+    for (let i = 0; i < inFlight; i++) void loop()
+    return () => connection.close()
+  },
+
+  "rabbitmq-client": async () => {
+    const connection = new RabbitClient(URL)
+    const publisher = connection.createPublisher({ confirm: true })
+    let sent = 0
+    const loop = async () => {
+      while (sent < count) {
+        const i = sent++
+        await publisher.send({ routingKey: queue, durable: true, messageId: `p${i}` }, resultBody(`p${i}`))
+        tick()
+      }
+    }
+    for (let i = 0; i < inFlight; i++) void loop()
+    return async () => {
+      await publisher.close()
+      await connection.close()
+    }
+  }
+}
+
+const scenarios: Record<string, Record<string, () => Promise<() => Promise<void>>>> = {
+  consume: consumeClients,
+  work: workClients,
+  publish: publishClients
+}
+const start = scenarios[scenario]?.[client]
 if (start === undefined) {
-  console.error(`unknown client ${client}; one of ${Object.keys(clients).join(", ")}`)
+  console.error(`unknown scenario or client: ${scenario} ${client}`)
   process.exit(2)
 }
 const stop = await start()

@@ -5,6 +5,10 @@
  *    the same pre-filled queue of small JSON messages at the same prefetch, in
  *    a process of its own (bench/client.ts). Medians of msgs/s and of the
  *    client's own CPU time per message, and ratios to raw amqplib.
+ * 1b. The worker's real path, the same way: consume a task, publish a
+ *    persistent result to a durable queue and wait for its confirm, then ack.
+ * 1c. Confirmed publishing alone: persistent publishes to a durable queue,
+ *    each awaited, with 100 and with 1,000 in flight.
  * 2. Recovery: from a server-side connection close (rabbitmqctl) to the next
  *    message handled, over repeated faults, against the backoff base delay.
  * 3. Shutdown drain: from SIGTERM to exit of the worker process with 100
@@ -13,7 +17,8 @@
  *    reconnects (a TCP proxy resets the connection).
  *
  * Results go to bench/results/latest.json and bench/results/bench.svg.
- * `--quick` runs a smaller version (for a smoke test).
+ * `--quick` runs a smaller version (for a smoke test); `--only=work,publish`
+ * runs some parts only (results then go to bench/results/partial.json).
  */
 import { execFileSync, spawn } from "node:child_process"
 import { cpus, totalmem } from "node:os"
@@ -24,23 +29,32 @@ import * as amqp from "amqplib"
 import { Effect, Layer, Redacted, References, Schema, Stream } from "effect"
 import * as Consumer from "../src/Consumer.ts"
 import * as Worker from "../src/Worker.ts"
-import { chart } from "./chart.ts"
+import { chart, type Results } from "./chart.ts"
 
 const quick = process.argv.includes("--quick")
+const only = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",")
+const runs = (part: string) => only === undefined || only.includes(part)
 const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 const root = fileURLToPath(new URL("..", import.meta.url))
 const config = {
   messages: quick ? 5_000 : 50_000,
+  tasks: quick ? 2_000 : 20_000,
+  publishes: quick ? 10_000 : 100_000,
+  inFlight: [100, 1000],
   prefetch: 100,
   // A multiple of the number of clients: with the order rotated, each client
   // runs in each position equally often. Ten rounds, because single runs on a
   // shared machine vary by ±15%.
   rounds: quick ? 1 : 10,
+  workRounds: quick ? 1 : 8,
+  publishRounds: quick ? 1 : 4,
   faults: quick ? 3 : 20,
   drains: quick ? 1 : 3,
   reconnects: quick ? 40 : 500
 }
 const clients = ["amqplib", "amqplib-batched", "effect-rabbitmq-worker", "amqp-connection-manager", "rabbitmq-client"]
+/** The clients of the real path and of publishing: no "batched" variant there, raw amqplib is the reference. */
+const peers = ["amqplib", "effect-rabbitmq-worker", "amqp-connection-manager", "rabbitmq-client"]
 
 const log = (line: string) => console.log(`[bench] ${line}`)
 const median = (values: ReadonlyArray<number>) => {
@@ -75,21 +89,30 @@ const deleteQueues = (...queues: ReadonlyArray<string>) =>
 
 const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tags: ["a", "b", "c"], ok: true }))
 
-const fill = (queue: string, count: number) =>
+/** A fresh durable queue holding `count` messages (`unique`: each its own task id, as real tasks have). */
+const fill = (queue: string, count: number, unique = false) =>
   withChannel(async (channel) => {
     await channel.deleteQueue(queue).catch(() => undefined)
     await channel.assertQueue(queue, { durable: true })
     for (let i = 0; i < count; i++) {
-      if (!channel.sendToQueue(queue, body, { messageId: String(i), persistent: false })) {
+      const content = unique ? Buffer.from(JSON.stringify({ id: `task-${i}`, n: i, tags: ["a", "b", "c"], ok: true })) : body
+      if (!channel.sendToQueue(queue, content, { messageId: String(i), persistent: false })) {
         await new Promise((resolve) => channel.once("drain", resolve))
       }
     }
     await channel.waitForConfirms()
   })
 
-const runClient = (client: string, queue: string) =>
+/** A fresh, empty durable queue. */
+const emptyQueue = (queue: string) =>
+  withChannel(async (channel) => {
+    await channel.deleteQueue(queue).catch(() => undefined)
+    await channel.assertQueue(queue, { durable: true })
+  })
+
+const runClient = (scenario: string, client: string, queue: string, count: number, parameter: number) =>
   new Promise<{ seconds: number; cpuMicrosPerMessage: number }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["bench/client.ts", client, queue, String(config.messages), String(config.prefetch)], {
+    const child = spawn(process.execPath, ["bench/client.ts", scenario, client, queue, String(count), String(parameter)], {
       cwd: root,
       stdio: ["ignore", "pipe", "inherit"]
     })
@@ -116,28 +139,87 @@ const throughput = async () => {
     const order = clients.map((_, i) => clients[(i + r) % clients.length]!)
     for (const client of order) {
       await fill(queue, config.messages)
-      const result = await runClient(client, queue)
+      const result = await runClient("consume", client, queue, config.messages, config.prefetch)
       const msgsPerSec = config.messages / result.seconds
       runs.push({ round: r + 1, client, msgsPerSec: round(msgsPerSec), cpuMicrosPerMessage: round(result.cpuMicrosPerMessage, 1) })
       log(`round ${r + 1} ${client}: ${round(msgsPerSec)} msgs/s, ${round(result.cpuMicrosPerMessage, 1)} µs CPU/msg`)
     }
   }
   await deleteQueues(queue, `${queue}.dlq`)
-  const summary = Object.fromEntries(clients.map((client) => {
-    const mine = runs.filter((run) => run.client === client)
-    return [client, {
+  return { messages: config.messages, prefetch: config.prefetch, rounds: config.rounds, runs, summary: summarize(clients, runs) }
+}
+
+/** Medians per client and their ratios to raw amqplib. */
+const summarize = (
+  names: ReadonlyArray<string>,
+  samples: ReadonlyArray<{ readonly client: string; readonly msgsPerSec: number; readonly cpuMicrosPerMessage: number }>
+) => {
+  const medians = names.map((client) => {
+    const mine = samples.filter((run) => run.client === client)
+    return {
+      client,
       medianMsgsPerSec: round(median(mine.map((run) => run.msgsPerSec))),
       medianCpuMicrosPerMessage: round(median(mine.map((run) => run.cpuMicrosPerMessage)), 1)
-    }]
-  }))
-  const raw = summary["amqplib"]!.medianMsgsPerSec
-  const rawCpu = summary["amqplib"]!.medianCpuMicrosPerMessage
-  for (const client of clients) {
-    const entry = summary[client] as Record<string, number>
-    entry.ratioToRaw = round(entry.medianMsgsPerSec! / raw, 2)
-    entry.cpuRatioToRaw = round(entry.medianCpuMicrosPerMessage! / rawCpu, 2)
+    }
+  })
+  const raw = medians.find((m) => m.client === "amqplib")!
+  return Object.fromEntries(medians.map(({ client, ...m }) => [client, {
+    ...m,
+    ratioToRaw: round(m.medianMsgsPerSec / raw.medianMsgsPerSec, 2),
+    cpuRatioToRaw: round(m.medianCpuMicrosPerMessage / raw.medianCpuMicrosPerMessage, 2)
+  }]))
+}
+
+/** Rounds of `run` over the peers, each round in another order. */
+const rotate = async (
+  label: string,
+  rounds: number,
+  count: number,
+  run: (client: string) => Promise<{ seconds: number; cpuMicrosPerMessage: number }>
+) => {
+  const samples: Array<{ round: number; client: string; msgsPerSec: number; cpuMicrosPerMessage: number }> = []
+  for (let r = 0; r < rounds; r++) {
+    const order = peers.map((_, i) => peers[(i + r) % peers.length]!)
+    for (const client of order) {
+      const result = await run(client)
+      const msgsPerSec = count / result.seconds
+      samples.push({ round: r + 1, client, msgsPerSec: round(msgsPerSec), cpuMicrosPerMessage: round(result.cpuMicrosPerMessage, 1) })
+      log(`${label} round ${r + 1} ${client}: ${round(msgsPerSec)} msgs/s, ${round(result.cpuMicrosPerMessage, 1)} µs CPU/msg`)
+    }
   }
-  return { messages: config.messages, prefetch: config.prefetch, rounds: config.rounds, runs, summary }
+  return { runs: samples, summary: summarize(peers, samples) }
+}
+
+// ---------------------------------------------------------------------------
+// 1b. The real path: consume, publish a confirmed result, ack
+// ---------------------------------------------------------------------------
+
+const realPath = async () => {
+  const queue = "bench-work"
+  const results = await rotate("work", config.workRounds, config.tasks, async (client) => {
+    await fill(queue, config.tasks, true)
+    await emptyQueue(`${queue}.done`)
+    return runClient("work", client, queue, config.tasks, config.prefetch)
+  })
+  await deleteQueues(queue, `${queue}.done`, `${queue}.dlq`)
+  return { tasks: config.tasks, prefetch: config.prefetch, rounds: config.workRounds, ...results }
+}
+
+// ---------------------------------------------------------------------------
+// 1c. Confirmed publishing alone
+// ---------------------------------------------------------------------------
+
+const publishing = async () => {
+  const queue = "bench-publish"
+  const byInFlight: Record<string, unknown> = {}
+  for (const inFlight of config.inFlight) {
+    byInFlight[String(inFlight)] = await rotate(`publish (${inFlight} in flight)`, config.publishRounds, config.publishes, async (client) => {
+      await emptyQueue(queue)
+      return runClient("publish", client, queue, config.publishes, inFlight)
+    })
+  }
+  await deleteQueues(queue)
+  return { publishes: config.publishes, rounds: config.publishRounds, inFlight: byInFlight }
 }
 
 // ---------------------------------------------------------------------------
@@ -368,16 +450,26 @@ const results = {
     "rabbitmq-client": version("rabbitmq-client")
   },
   quick,
-  throughput: await throughput(),
-  recovery: await recovery(),
-  shutdown: await shutdown(),
-  memory: await memory()
+  throughput: runs("consume") ? await throughput() : undefined,
+  realPath: runs("work") ? await realPath() : undefined,
+  publishing: runs("publish") ? await publishing() : undefined,
+  recovery: runs("recovery") ? await recovery() : undefined,
+  shutdown: runs("shutdown") ? await shutdown() : undefined,
+  memory: runs("memory") ? await memory() : undefined
 }
 
-const out = quick ? "bench/results/quick" : "bench/results/latest"
+const out = only !== undefined ? "bench/results/partial" : quick ? "bench/results/quick" : "bench/results/latest"
 writeFileSync(`${root}${out}.json`, JSON.stringify(results, null, 2) + "\n")
-writeFileSync(`${root}${quick ? "bench/results/quick" : "bench/results/bench"}.svg`, chart(results))
-log(`written ${out}.json and the chart`)
-console.table(results.throughput.summary)
+if (only === undefined) {
+  // Every part ran: none is undefined.
+  writeFileSync(`${root}${quick ? "bench/results/quick" : "bench/results/bench"}.svg`, chart(results as Results))
+}
+log(`written ${out}.json${only === undefined ? " and the chart" : ""}`)
+if (results.throughput) console.table(results.throughput.summary)
+if (results.realPath) console.table(results.realPath.summary)
+if (results.publishing) for (const [n, r] of Object.entries(results.publishing.inFlight)) {
+  log(`publishing, ${n} in flight`)
+  console.table((r as { summary: unknown }).summary)
+}
 console.log(JSON.stringify({ recovery: results.recovery, shutdown: results.shutdown, memory: results.memory }, null, 2))
 process.exit(0)
