@@ -145,6 +145,41 @@ export const init = Effect.all([Metric.update(reconnects, 0), Metric.update(conf
 export const reconnect = Metric.update(reconnects, 1)
 
 /**
+ * The publisher's counters, tallied per event-loop turn (a worker publishes
+ * as often as it consumes).
+ *
+ * @since 0.1.0
+ */
+export const forPublisher = (context: Context.Context<never>) => {
+  let confirmedCount = 0
+  let failures: Record<string, number> = {}
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    confirmed.updateUnsafe(confirmedCount, context)
+    confirmedCount = 0
+    const tags = failures
+    failures = {}
+    for (const [error, n] of Object.entries(tags)) Metric.withAttributes(failed, { error }).updateUnsafe(n, context)
+  }
+  const schedule = () => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(flush)
+  }
+  return {
+    confirmed: () => {
+      confirmedCount++
+      schedule()
+    },
+    failed: (tag: string) => {
+      failures[tag] = (failures[tag] ?? 0) + 1
+      schedule()
+    }
+  }
+}
+
+/**
  * @since 0.1.0
  */
 export const published = Metric.update(confirmed, 1)

@@ -38,9 +38,10 @@
  */
 import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
-import { Cause, Context, Data, Duration, Effect, Latch, Schema } from "effect"
+import { Cause, Context, Data, Duration, Effect, Exit, Latch, Schema, SchemaAST, Tracer } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
+import * as Confirms from "./internal/confirms.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
@@ -215,7 +216,7 @@ export interface RawMessage {
  * @since 0.1.0
  */
 export interface PublisherOptions {
-  /** How long a publish may wait for a usable connection. Default 10 seconds. */
+  /** One deadline for a whole publish: the wait for a usable connection and for the confirm. Default 10 seconds. */
   readonly timeout?: Duration.Input | undefined
   /** Publishes that may wait at once; more fail with {@link PublishBufferFull}. Default 1000. */
   readonly maxWaiting?: number | undefined
@@ -259,37 +260,12 @@ export interface AttachSettings {
   readonly onDown: Effect.Effect<void>
 }
 
-/** How one try to send a message ended. */
-type SendResult =
-  | { readonly _tag: "Confirmed" }
-  | { readonly _tag: "NotSent" }
-  | { readonly _tag: "Refused"; readonly reason: string }
-  | { readonly _tag: "Returned" }
-  | { readonly _tag: "Nacked" }
-  | { readonly _tag: "TimedOut" }
-  | { readonly _tag: "Closed"; readonly reason: string }
-
-const notSent: SendResult = { _tag: "NotSent" }
-const timedOut: SendResult = { _tag: "TimedOut" }
-const confirmedResult: SendResult = { _tag: "Confirmed" }
-const returnedResult: SendResult = { _tag: "Returned" }
-const nackedResult: SendResult = { _tag: "Nacked" }
-
-/** The end of a confirm: amqplib calls back with nothing (ack), or an error for a nack or a closed channel. */
-const confirmed = (error: unknown, returned: boolean): SendResult => {
-  if (error === null || error === undefined) return returned ? returnedResult : confirmedResult
-  return Channel.isNackError(error)
-    ? nackedResult
-    : { _tag: "Closed", reason: error instanceof Error ? error.message : String(error) }
-}
-
 /** The session's confirm channel, while it is open. */
 interface Live {
   readonly channel: Channel.Channel<amqp.ConfirmChannel>
+  readonly confirms: Confirms.Confirms
   readonly unblocked: Latch.Latch
   readonly drained: Latch.Latch
-  /** Pending mandatory publishes by message id, oldest first, to match basic.return. */
-  readonly returns: Map<string, Array<{ returned: boolean }>>
 }
 
 /**
@@ -303,10 +279,10 @@ export const make = (options: PublisherOptions = {}) =>
     const timeout = Duration.fromInputUnsafe(options.timeout ?? Options.defaults.publishTimeout)
     const timeoutMillis = Duration.toMillis(timeout)
     const maxWaiting = options.maxWaiting ?? Options.defaults.publishMaxWaiting
+    const metrics = Metrics.forPublisher(yield* Effect.context<never>())
     let live: Live | undefined
     const available = yield* Latch.make(false)
     let waiting = 0
-    let unconfirmed = 0
 
     const usable = (current: Live | undefined): current is Live =>
       current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()
@@ -350,152 +326,114 @@ export const make = (options: PublisherOptions = {}) =>
     /**
      * Sends on the live channel and waits for the confirm, until the
      * deadline; tries the next channel when this one closed before sending.
+     * Counted in the metrics.
      */
-    const send = (message: RawMessage): Effect.Effect<void, PublishError> => {
+    const send = (message: Confirms.Outgoing): Effect.Effect<void, PublishError> => {
       const messageId = message.options.messageId
       const deadline = Date.now() + timeoutMillis
-      const attempt: Effect.Effect<void, PublishError> = Effect.flatMap(
-        ready(messageId, deadline),
-        (current) =>
-          Effect.flatMap(sendOn(current, message, deadline), (result): Effect.Effect<void, PublishError> => {
-            switch (result._tag) {
-              case "Confirmed":
-                return Effect.void
-              case "NotSent":
-                return Effect.andThen(Effect.yieldNow, attempt)
-              case "Refused":
-                return Effect.fail(new PublishRefused({ messageId, reason: result.reason }))
-              case "Returned":
-                return Effect.fail(
-                  new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
-                )
-              case "Nacked":
-                return Effect.fail(new PublishNacked({ messageId }))
-              case "TimedOut":
-                return Effect.fail(new PublishTimeout({ messageId, timeout, sent: true }))
-              case "Closed": {
-                // Say why when the broker closed the channel (e.g. 404, no such exchange).
-                const why = current.channel.serverError()
-                return Effect.fail(
-                  new PublishUnconfirmed({
-                    messageId,
-                    reason: why === undefined ? result.reason : `${result.reason}: ${why.reason}`,
-                    code: why?.code
-                  })
-                )
-              }
-            }
-          })
-      )
-      return attempt
+      const on = (current: Live): Effect.Effect<void, PublishError> =>
+        Effect.flatMap(current.confirms.send(message, deadline), (result) => {
+          if (result._tag === "Confirmed") {
+            metrics.confirmed()
+            return Effect.void
+          }
+          if (result._tag === "NotSent") return Effect.andThen(Effect.yieldNow, attempt)
+          const error = failure(message, result, current)
+          metrics.failed(error._tag)
+          return Effect.fail(error)
+        })
+      const attempt: Effect.Effect<void, PublishError> = Effect.suspend(() => {
+        const current = live
+        return usable(current) ? on(current) : Effect.flatMap(ready(messageId, deadline), on)
+      })
+      // Usable now (the usual case): straight to the channel.
+      const current = live
+      return usable(current) ? on(current) : attempt
     }
 
-    /** One try on one channel: the message goes out, or is refused, and its confirm comes or the deadline passes. */
-    const sendOn = (current: Live, message: RawMessage, deadline: number): Effect.Effect<SendResult> =>
-      Effect.callback<SendResult>((resume) => {
-        const problem = headersProblem(message.options.headers)
-        if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
-        const messageId = message.options.messageId
-        const mandatory = message.mandatory ?? true
-        const tracker = { returned: false }
-        let done = false
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const forget = () => {
-          if (timer !== undefined) clearTimeout(timer)
-          if (!mandatory) return
-          const pending = current.returns.get(messageId)
-          if (pending === undefined) return
-          const i = pending.indexOf(tracker)
-          if (i >= 0) pending.splice(i, 1)
-          if (pending.length === 0) current.returns.delete(messageId)
+    const failure = (
+      message: Confirms.Outgoing,
+      result: Exclude<Confirms.SendResult, { readonly _tag: "Confirmed" | "NotSent" }>,
+      current: Live
+    ): PublishError => {
+      const messageId = message.options.messageId
+      switch (result._tag) {
+        case "Refused":
+          return new PublishRefused({ messageId, reason: result.reason })
+        case "Returned":
+          return new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
+        case "Nacked":
+          return new PublishNacked({ messageId })
+        case "TimedOut":
+          return new PublishTimeout({ messageId, timeout, sent: true })
+        case "Closed": {
+          // Say why when the broker closed the channel (e.g. 404, no such exchange).
+          const why = current.channel.serverError()
+          return new PublishUnconfirmed({
+            messageId,
+            reason: why === undefined ? result.reason : `${result.reason}: ${why.reason}`,
+            code: why?.code
+          })
         }
-        const finish = (result: SendResult) => {
-          if (done) return
-          done = true
-          forget()
-          resume(Effect.succeed(result))
-        }
-        if (mandatory) {
-          const pending = current.returns.get(messageId)
-          if (pending === undefined) current.returns.set(messageId, [tracker])
-          else pending.push(tracker)
-        }
-        let writable: boolean
-        try {
-          writable = current.channel.raw.publish(
-            message.exchange,
-            message.routingKey,
-            message.content,
-            { ...message.options, mandatory },
-            (error: unknown) => {
-              unconfirmed--
-              finish(confirmed(error, tracker.returned))
-            }
-          )
-        } catch (error) {
-          // Nothing went out: amqplib encodes the whole frame before writing
-          // it, and registers the confirm only after that.
-          finish(
-            Channel.isClosedError(error)
-              // The channel closed first: the next channel cannot duplicate it.
-              ? notSent
-              : { _tag: "Refused", reason: error instanceof Error ? error.message : String(error) }
-          )
-          return
-        }
-        unconfirmed++
-        if (!writable) current.drained.closeUnsafe()
-        timer = setTimeout(() => finish(timedOut), Math.max(0, deadline - Date.now()))
-        return Effect.sync(forget)
-      })
+      }
+    }
 
     /**
-     * `send` in a producer span, counted in the metrics; `make` receives the
-     * span's `traceparent` header, so the consumer's span continues the trace.
+     * `send`, in a producer span whose `traceparent` the message carries
+     * (so the consumer's span continues the trace) when a tracer exports
+     * spans; without one, spans and headers would be work for nothing.
      */
-    const sendTraced = (
-      target: { readonly exchange: string; readonly routingKey: string; readonly messageId: string },
-      make: (traceparent: Readonly<Record<string, string>>) => RawMessage
-    ) =>
-      Effect.flatMap(Tracing.currentTraceparent, (traceparent) => send(make(traceparent))).pipe(
-        Effect.tapError((error) => Metrics.publishFailed(error._tag)),
-        Effect.tap(() => Metrics.published),
-        Tracing.publish(target.exchange, target.routingKey, target.messageId)
-      )
+    const sendObserved = (message: Confirms.Outgoing): Effect.Effect<void, PublishError> =>
+      Effect.withFiber((fiber) => {
+        if (fiber.getRef(Tracer.Tracer) === defaultTracer) return send(message)
+        return Effect.flatMap(
+          Tracing.currentTraceparent,
+          (traceparent) =>
+            send({ ...message, options: { ...message.options, headers: { ...message.options.headers, ...traceparent } } })
+        ).pipe(Tracing.publish(message.exchange, message.routingKey, message.options.messageId))
+      })
 
-    const publish = <S extends Schema.Top>(message: OutgoingMessage<S>) =>
-      Effect.gen(function*() {
-        const messageId = message.messageId ?? randomUUID()
-        const json = yield* Schema.encodeEffect(Schema.fromJsonString(message.schema))(message.body).pipe(
-          Effect.mapError((error) => new PublishEncodeError({ messageId, reason: error.message })),
-          Effect.tapError((error) => Metrics.publishFailed(error._tag))
-        )
-        const exchange = message.exchange ?? ""
-        return yield* sendTraced({ exchange, routingKey: message.routingKey, messageId }, (traceparent) => ({
-          exchange,
+    const publish = <S extends Schema.Top>(message: OutgoingMessage<S>): Effect.Effect<void, PublishError, S["EncodingServices"]> => {
+      const messageId = message.messageId ?? randomUUID()
+      const sendJson = (json: string) =>
+        sendObserved({
+          exchange: message.exchange ?? "",
           routingKey: message.routingKey,
           content: Buffer.from(json, "utf8"),
-          mandatory: message.mandatory,
           options: {
             messageId,
             contentType: "application/json",
             persistent: message.persistent ?? true,
+            mandatory: message.mandatory ?? true,
             timestamp: Math.floor(Date.now() / 1000),
             ...(message.correlationId === undefined ? {} : { correlationId: message.correlationId }),
-            headers: { ...message.headers, ...traceparent }
+            ...(message.headers === undefined ? {} : { headers: message.headers })
           }
-        }))
-      })
+        })
+      const encodeFailed = (error: Schema.SchemaError) => {
+        metrics.failed("PublishEncodeError")
+        return new PublishEncodeError({ messageId, reason: error.message })
+      }
+      const encoded = encoderOf(message.schema)(message.body)
+      // Most schemas encode synchronously: no fiber step for them.
+      if (Exit.isExit(encoded)) {
+        const exit = encoded as Exit.Exit<string, Schema.SchemaError>
+        if (Exit.isSuccess(exit)) return sendJson(exit.value)
+        const error = Cause.findErrorOption(exit.cause)
+        return error._tag === "Some" ? Effect.fail(encodeFailed(error.value)) : Effect.die(Cause.squash(exit.cause))
+      }
+      return Effect.flatMap(Effect.mapError(encoded, encodeFailed), sendJson)
+    }
 
     /** Bytes as they are, e.g. a delivery being dead-lettered: its own headers (and traceparent) are kept. */
     const publishRaw = (message: RawMessage) =>
-      sendTraced({ ...message, messageId: message.options.messageId }, () => message)
+      sendObserved({ ...message, options: { ...message.options, mandatory: message.mandatory ?? true } })
 
     const service = Publisher.of({
       publish,
       publishRaw,
       awaitUsable,
-      stats: Effect.sync(() => ({ waiting, unconfirmed }))
+      stats: Effect.sync(() => ({ waiting, unconfirmed: live?.confirms.unconfirmed() ?? 0 }))
     })
 
     /**
@@ -521,18 +459,10 @@ export const make = (options: PublisherOptions = {}) =>
         (ready) =>
           Effect.gen(function*() {
             const channel = yield* Channel.makeConfirm(connection)
-            const current: Live = {
-              channel,
-              unblocked: connection.unblocked,
-              drained: Latch.makeUnsafe(true),
-              returns: new Map()
-            }
-            channel.raw.on("drain", () => current.drained.openUnsafe())
-            channel.raw.on("return", (returned: amqp.Message) => {
-              const id: unknown = returned.properties.messageId
-              const tracker = typeof id === "string" ? current.returns.get(id)?.find((t) => !t.returned) : undefined
-              if (tracker !== undefined) tracker.returned = true
-            })
+            const drained = Latch.makeUnsafe(true)
+            channel.raw.on("drain", () => drained.openUnsafe())
+            const confirms = yield* Confirms.make(channel, { timeoutMillis, onFull: () => drained.closeUnsafe() })
+            const current: Live = { channel, confirms, unblocked: connection.unblocked, drained }
             yield* Effect.acquireRelease(
               Effect.sync(() => {
                 live = current
@@ -543,7 +473,7 @@ export const make = (options: PublisherOptions = {}) =>
                   live = undefined
                   available.closeUnsafe()
                   // Wake the waiters of this channel's latches: they wait for the next channel.
-                  current.drained.openUnsafe()
+                  drained.openUnsafe()
                 })
             )
             yield* ready
@@ -558,30 +488,26 @@ export const make = (options: PublisherOptions = {}) =>
     return { service, attach } as const
   })
 
+const defaultTracer = Tracer.Tracer.defaultValue()
+
+/** Each schema's JSON encoder, made once: making one costs far more than running it. */
+const encoders = new WeakMap<Schema.Top, (body: unknown) => Effect.Effect<string, Schema.SchemaError, unknown>>()
+
 /**
- * What amqplib would send but the broker cannot take: a non-finite number
- * anywhere in the headers. RabbitMQ answers `Infinity` by closing the whole
- * connection (541 INTERNAL_ERROR), which would redeliver every message in
- * flight and, for a handler that publishes it each time, loop. Also refuses
- * nesting too deep to encode.
+ * A schema that transforms nothing needs no services to encode: it is run
+ * synchronously, to an `Exit`. Others encode as an effect (their
+ * transformations may need services).
  */
-const headersProblem = (headers: unknown): string | undefined => {
-  const visit = (value: unknown, path: string, depth: number): string | undefined => {
-    if (typeof value === "number") return Number.isFinite(value) ? undefined : `header ${path} is ${value}`
-    if (typeof value !== "object" || value === null || Buffer.isBuffer(value) || value instanceof Date) return undefined
-    if (depth > 32) return `header ${path} is nested more than 32 levels deep`
-    for (const [key, inner] of Object.entries(value)) {
-      const problem = visit(inner, `${path}.${key}`, depth + 1)
-      if (problem !== undefined) return problem
-    }
-    return undefined
+const encoderOf = <S extends Schema.Top>(schema: S): (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]> => {
+  let encoder = encoders.get(schema)
+  if (encoder === undefined) {
+    const codec = Schema.fromJsonString(schema)
+    encoder = SchemaAST.toEncoded(schema.ast) === schema.ast
+      ? Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
+      : Schema.encodeUnknownEffect(codec)
+    encoders.set(schema, encoder)
   }
-  if (typeof headers !== "object" || headers === null) return undefined
-  for (const key in headers) {
-    const problem = visit((headers as Record<string, unknown>)[key], key, 1)
-    if (problem !== undefined) return problem
-  }
-  return undefined
+  return encoder as (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]>
 }
 
 const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}...` : text

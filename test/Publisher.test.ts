@@ -80,6 +80,24 @@ describe("Publisher", () => {
       })
     }).pipe(Effect.provide(logs.capture().layer)))
 
+  it.live("a return is matched to the publish that caused it, not to another publish with the same message id", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("returns", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      // The same message id (a task id, reused as the README advises), interleaved: routable, unroutable, routable.
+      const nowhere = broker.uniqueName("nowhere")
+      const publish = (routingKey: string) =>
+        Effect.exit(worker.publisher.publish({ routingKey, schema: Result, body: { id: "same", total: 1 }, messageId: "same" }))
+      const exits = yield* Effect.all(
+        [publish(queue), publish(nowhere), publish(queue), publish(nowhere), publish(queue)],
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(exits.map(errorTag), ["success", "PublishUnroutable", "success", "PublishUnroutable", "success"])
+      assert.strictEqual(yield* admin.ready(queue), 3)
+    }).pipe(Effect.provide(logs.capture().layer)))
+
   it.live("publishing to a missing exchange fails typed; the publisher's channel reopens, the connection stays", () => {
     const captured = logs.capture()
     return Effect.gen(function*() {
