@@ -196,8 +196,10 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
 
     // Faults, one after another, 250-1000 ms apart, each kind at least once.
     const faults: Array<Fault> = []
+    // Uninterruptible: when the faults stop in the middle of a restart, the
+    // slot must not be left with its old process (its logs would be read twice).
     const restartSlot = (slot: Slot, signal: "SIGTERM" | "SIGKILL") =>
-      Effect.gen(function*() {
+      Effect.uninterruptible(Effect.gen(function*() {
         slot.stopping = true
         const old = slot.process
         old.signal(signal)
@@ -210,7 +212,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
         slot.scope = next.scope
         slot.stopping = false
         yield* watch(slot)
-      })
+      }))
     const inject = (kind: FaultKind) =>
       Effect.gen(function*() {
         const slot = slots[Math.floor(Math.random() * slots.length)]!
@@ -305,7 +307,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       slot.process.signal("SIGTERM")
       const code = yield* slot.process.exit(30_000)
       if (code !== 0) unexpectedExits.push(`worker ${slot.index} exited ${code} at the end`)
-      slot.past.push(slot.process)
+      if (!slot.past.includes(slot.process)) slot.past.push(slot.process)
     }
 
     // The workers' own records: every "handled task" line, in time order.
