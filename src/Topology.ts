@@ -24,6 +24,7 @@
  */
 import { Data, Effect } from "effect"
 import type * as Channel from "./Channel.ts"
+import type { Problem } from "./Options.ts"
 
 /**
  * @since 0.1.0
@@ -117,32 +118,113 @@ export const queueArguments = (queue: QueueSpec): Record<string, unknown> => {
 }
 
 /**
- * Two descriptions in one. A queue described twice is merged: later
- * arguments win.
+ * Two descriptions of one object that disagree on a field.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export interface Mismatch {
+  readonly kind: "queue" | "exchange"
+  readonly name: string
+  /** `type`, `durable`, `deadLetter`, `messageTtlMs`, or `arguments.<key>`. */
+  readonly field: string
+  readonly values: readonly [unknown, unknown]
+}
+
+/**
+ * Several descriptions in one. An object described more than once is merged
+ * field by field: a field one description leaves out never overrides one
+ * that another sets (a consumer's `{ name: q }` keeps the topology's
+ * `{ name: q, type: "quorum" }`); two that set a field to different values
+ * are a {@link Mismatch}, and the first value is kept. Identical bindings are
+ * declared once.
  *
  * @since 0.1.0
  */
-export const merge = (self: Topology, that: Topology): Topology => {
+export const combine = (
+  topologies: ReadonlyArray<Topology>
+): { readonly topology: Topology; readonly mismatches: ReadonlyArray<Mismatch> } => {
+  const mismatches: Array<Mismatch> = []
   const queues = new Map<string, QueueSpec>()
-  for (const queue of [...self.queues, ...that.queues]) {
+  for (const queue of topologies.flatMap((t) => t.queues)) {
     const previous = queues.get(queue.name)
-    queues.set(
-      queue.name,
-      previous === undefined ? queue : {
-        ...previous,
-        ...queue,
-        arguments: { ...previous.arguments, ...queue.arguments }
-      }
-    )
+    queues.set(queue.name, previous === undefined ? queue : mergeSpec("queue", previous, queue, mismatches))
   }
   const exchanges = new Map<string, ExchangeSpec>()
-  for (const exchange of [...self.exchanges, ...that.exchanges]) exchanges.set(exchange.name, exchange)
+  for (const exchange of topologies.flatMap((t) => t.exchanges)) {
+    const previous = exchanges.get(exchange.name)
+    exchanges.set(exchange.name, previous === undefined ? exchange : mergeSpec("exchange", previous, exchange, mismatches))
+  }
+  const bindings = new Map<string, BindingSpec>()
+  for (const binding of topologies.flatMap((t) => t.bindings)) {
+    bindings.set(canonical([binding.exchange, binding.queue, binding.routingKey ?? "", binding.arguments ?? {}]), binding)
+  }
   return {
-    exchanges: [...exchanges.values()],
-    queues: [...queues.values()],
-    bindings: [...self.bindings, ...that.bindings]
+    topology: { exchanges: [...exchanges.values()], queues: [...queues.values()], bindings: [...bindings.values()] },
+    mismatches
   }
 }
+
+/**
+ * A mismatch as an option problem, for {@link Options.InvalidOptions}.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export const mismatchProblem = (mismatch: Mismatch): Problem => ({
+  option: `topology: ${mismatch.kind} ${JSON.stringify(mismatch.name)} ${mismatch.field}`,
+  value: mismatch.values,
+  expected: "one value (two declarations of it disagree)"
+})
+
+/**
+ * Two descriptions in one, as {@link combine} merges them (where they
+ * disagree, the first wins).
+ *
+ * @since 0.1.0
+ */
+export const merge = (self: Topology, that: Topology): Topology => combine([self, that]).topology
+
+/** One object's two descriptions, field by field; `arguments` key by key. */
+const mergeSpec = <S extends QueueSpec | ExchangeSpec>(
+  kind: Mismatch["kind"],
+  self: S,
+  that: S,
+  mismatches: Array<Mismatch>
+): S => {
+  const merged: Record<string, unknown> = { ...self }
+  for (const [field, value] of Object.entries(that)) {
+    if (field === "arguments") continue
+    merged[field] = pick(kind, self.name, field, (self as unknown as Record<string, unknown>)[field], value, mismatches)
+  }
+  const args: Record<string, unknown> = { ...self.arguments }
+  for (const [key, value] of Object.entries(that.arguments ?? {})) {
+    args[key] = pick(kind, self.name, `arguments.${key}`, self.arguments?.[key], value, mismatches)
+  }
+  merged.arguments = args
+  return merged as S
+}
+
+const pick = (
+  kind: Mismatch["kind"],
+  name: string,
+  field: string,
+  first: unknown,
+  second: unknown,
+  mismatches: Array<Mismatch>
+): unknown => {
+  if (second === undefined) return first
+  if (first === undefined) return second
+  if (canonical(first) !== canonical(second)) mismatches.push({ kind, name, field, values: [first, second] })
+  return first
+}
+
+/** JSON with sorted keys: equal values, equal text. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_, v: unknown) =>
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
+      : v) ?? "undefined"
 
 const conflict = (kind: TopologyConflict["kind"], name: string) =>
 (

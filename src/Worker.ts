@@ -118,7 +118,12 @@ export const make = <R>(
   consumers: ReadonlyArray<Consumer.Consumer<R>>
 ): Effect.Effect<Worker["Service"], Options.InvalidOptions, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
   Effect.gen(function*() {
-    const invalid = Options.collect([check(options), ...consumers.map((consumer) => consumer.check)])
+    const declarations = Topology.combine([options.topology ?? Topology.empty, ...consumers.map((c) => c.topology)])
+    const invalid = Options.collect([
+      check(options),
+      ...consumers.map((consumer) => consumer.check),
+      { problems: declarations.mismatches.map(Topology.mismatchProblem) }
+    ])
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     const names = Status.consumerNames(consumers.map((c) => c.queue))
     const shared = yield* Effect.serviceOption(Status.WorkerStatus)
@@ -129,10 +134,7 @@ export const make = <R>(
     yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(status), Metrics.status))
     const backoff = options.reconnect ?? defaults.reconnect
     const publisher = yield* Publisher.make(options.publisher)
-    const topology = consumers.reduce(
-      (topology, consumer) => Topology.merge(topology, consumer.topology),
-      options.topology ?? Topology.empty
-    )
+    const topology = declarations.topology
     const session = Session.make(
       {
         connection: options.connection,

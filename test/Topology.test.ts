@@ -3,14 +3,20 @@
  * with the broker stops the worker with a clear error instead of a loop.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Schema } from "effect"
+import { Cause, Effect, Exit, Redacted, Schema } from "effect"
+import * as Consumer from "../src/Consumer.ts"
 import * as Topology from "../src/Topology.ts"
+import * as Worker from "../src/Worker.ts"
 import * as broker from "./support/broker.ts"
 import * as logs from "./support/logs.ts"
 import { messageText, spawnWorker } from "./support/process.ts"
 import { startWorker } from "./support/worker.ts"
 
 const Event = Schema.Struct({ id: Schema.String })
+
+/** Worker.make's own exit, for a worker that must not start. */
+const startWorkerExit = (consumers: ReadonlyArray<Consumer.Consumer>, topology: Topology.Topology) =>
+  Effect.scoped(Worker.make({ connection: { url: Redacted.make(broker.URL) }, topology }, consumers))
 
 const queueTypes = (names: ReadonlyArray<string>) =>
   Effect.map(
@@ -103,5 +109,74 @@ describe("Topology", () => {
       assert.include(text, queue)
       assert.include(text, "x-dead-letter-exchange")
       assert.isFalse(worker.logs.some((line) => /reconnecting in/.test(messageText(line))))
+    }))
+})
+
+describe("Topology.combine", () => {
+  it("a field one declaration leaves out never overrides one that another sets", () => {
+    const { mismatches, topology } = Topology.combine([
+      Topology.make({ queues: [{ name: "q", type: "quorum", arguments: { "x-max-length": 10 } }] }),
+      Topology.make({ queues: [{ name: "q", type: undefined, durable: undefined, deadLetter: { exchange: "", routingKey: "q.retry" } }] })
+    ])
+    assert.deepStrictEqual(mismatches, [])
+    assert.deepStrictEqual(topology.queues, [{
+      name: "q",
+      type: "quorum",
+      durable: undefined,
+      deadLetter: { exchange: "", routingKey: "q.retry" },
+      arguments: { "x-max-length": 10 }
+    }])
+  })
+
+  it("two declarations that disagree are a mismatch naming both values; identical bindings are declared once", () => {
+    const binding = { exchange: "e", queue: "q", routingKey: "k" }
+    const { mismatches, topology } = Topology.combine([
+      Topology.make({
+        exchanges: [{ name: "e", type: "topic" }],
+        queues: [{ name: "q", type: "quorum", messageTtlMs: 100, arguments: { "x-max-length": 10 } }],
+        bindings: [binding]
+      }),
+      Topology.make({
+        exchanges: [{ name: "e", type: "direct" }],
+        queues: [{ name: "q", type: "classic", messageTtlMs: 100, arguments: { "x-max-length": 20 } }],
+        bindings: [{ ...binding }]
+      })
+    ])
+    assert.deepStrictEqual(mismatches.map((m) => [m.kind, m.name, m.field, m.values]), [
+      ["queue", "q", "type", ["quorum", "classic"]],
+      ["queue", "q", "arguments.x-max-length", [10, 20]],
+      ["exchange", "e", "type", ["topic", "direct"]]
+    ])
+    assert.strictEqual(topology.bindings.length, 1)
+  })
+})
+
+describe("Topology with consumers", () => {
+  it.live("a topology that declares the consumer's queue quorum gets a quorum queue (the consumer's undefined type does not override it)", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("merged")
+      const handled: Array<string> = []
+      const consumer = Consumer.make({ queue, schema: Event, handler: (e) => Effect.sync(() => handled.push(e.id)) })
+      const { worker } = yield* startWorker([consumer], { topology: Topology.make({ queues: [{ name: queue, type: "quorum" }] }) })
+      yield* worker.awaitReady
+      assert.deepStrictEqual(yield* queueTypes([queue]), { [queue]: "quorum" })
+      yield* admin.publishTasks(queue, ["a"])
+      yield* broker.eventually("handled", Effect.sync(() => handled), (h) => h.length === 1)
+    }))
+
+  it.live("a topology that disagrees with a consumer's own declaration stops the worker before it connects, naming both values", () =>
+    Effect.gen(function*() {
+      const consumer = Consumer.make({
+        queue: "merge-conflict",
+        schema: Event,
+        handler: () => Effect.void,
+        queueOptions: { type: "classic" }
+      })
+      const exit = yield* Effect.exit(startWorkerExit([consumer], Topology.make({ queues: [{ name: "merge-conflict", type: "quorum" }] })))
+      assert.isTrue(Exit.isFailure(exit))
+      const message = Exit.isFailure(exit) ? String(Cause.squash(exit.cause)) : ""
+      assert.include(message, `topology: queue "merge-conflict" type`)
+      assert.include(message, `["quorum","classic"]`)
     }))
 })
