@@ -91,11 +91,21 @@ const isJson = (contentType: string) => {
  * compiled by Effect's schema JIT (about ten times faster than the interpreter
  * on a small struct; where code generation is not allowed, Effect falls back
  * to the interpreter).
+ *
+ * The fast path gives a handler exactly what the full decoder gives: it takes
+ * only values without a key the schema does not declare (an own `__proto__`
+ * included), anywhere in them. Any other value goes through the full decoder,
+ * which strips such keys (or fails on them, with `onExcessProperty: "error"`).
+ * A schema whose shape this cannot follow (records, unions of objects,
+ * recursion) always takes the full decoder.
  */
-const jsonDecoder = <S extends BodySchema>(schema: S) => {
+export const jsonDecoder = <S extends BodySchema>(schema: S) => {
   const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema))
   if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return decode
-  SchemaJITCompiler.enable(SchemaAST.toType(schema.ast))
+  const type = SchemaAST.toType(schema.ast)
+  const exact = noExcessKeys(type)
+  if (exact === undefined) return decode
+  SchemaJITCompiler.enable(type)
   const is = Schema.is(schema)
   return (text: string): Exit.Exit<S["Type"], Schema.SchemaError> => {
     let value: unknown
@@ -104,7 +114,61 @@ const jsonDecoder = <S extends BodySchema>(schema: S) => {
     } catch {
       return decode(text)
     }
-    return is(value) ? Exit.succeed(value) : decode(text)
+    return is(value) && exact(value) ? Exit.succeed(value) : decode(text)
+  }
+}
+
+const always = () => true
+
+/**
+ * A check that a value (already known to be of the schema's type) has no
+ * key the schema does not declare, at any depth; undefined for a shape it
+ * cannot follow.
+ */
+const noExcessKeys = (ast: SchemaAST.AST): ((value: unknown) => boolean) | undefined => {
+  switch (ast._tag) {
+    case "Objects": {
+      if (ast.indexSignatures.length > 0) return undefined
+      const declared = new Set<PropertyKey>(ast.propertySignatures.map((p) => p.name))
+      const fields: Array<readonly [PropertyKey, (value: unknown) => boolean]> = []
+      for (const property of ast.propertySignatures) {
+        const check = noExcessKeys(property.type)
+        if (check === undefined) return undefined
+        if (check !== always) fields.push([property.name, check])
+      }
+      return (value) => {
+        if (typeof value !== "object" || value === null) return true
+        for (const key of Object.keys(value)) if (!declared.has(key)) return false
+        for (const [name, check] of fields) {
+          const inner = (value as Record<PropertyKey, unknown>)[name]
+          if (inner !== undefined && !check(inner)) return false
+        }
+        return true
+      }
+    }
+    case "Arrays": {
+      if (ast.rest.length > 1) return undefined
+      const elements = ast.elements.map(noExcessKeys)
+      const rest = ast.rest.length === 1 ? noExcessKeys(ast.rest[0]!) : always
+      if (rest === undefined || elements.some((check) => check === undefined)) return undefined
+      if (rest === always && elements.every((check) => check === always)) return always
+      return (value) => {
+        if (!Array.isArray(value)) return true
+        for (let i = 0; i < value.length; i++) {
+          const check = i < elements.length ? elements[i]! : rest
+          if (!check(value[i])) return false
+        }
+        return true
+      }
+    }
+    case "Union":
+      // Which member matched is the decoder's business: only unions of scalars are followed.
+      return ast.types.every((member) => noExcessKeys(member) === always) ? always : undefined
+    case "Suspend":
+    case "Declaration":
+      return undefined
+    default:
+      return always
   }
 }
 
