@@ -8,6 +8,7 @@ import { Data, Effect, Schema } from "effect"
 import * as Consumer from "../src/Consumer.ts"
 import type { Message } from "../src/Message.ts"
 import * as Outcome from "../src/Outcome.ts"
+import * as Topology from "../src/Topology.ts"
 import * as broker from "./support/broker.ts"
 import * as logs from "./support/logs.ts"
 import { startWorker } from "./support/worker.ts"
@@ -38,6 +39,63 @@ const alwaysFailing = (queue: string, onFailure: Outcome.FailurePolicy) => {
 }
 
 describe("Poison messages", () => {
+  it.live("the parked copy is faithful: every property kept, and the first route (not the retry queue's) on every attempt and in the copy", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const exchange = yield* admin.exchange("orders")
+      const queue = yield* admin.queue("faithful")
+      const routes: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        handler: (task, message: Message) =>
+          Effect.suspend(() => {
+            routes.push(`${message.exchange}/${message.routingKey}`)
+            return Effect.fail(new Flaky({ id: task.id }))
+          })
+      })
+      const { worker } = yield* startWorker([consumer], {
+        topology: Topology.make({
+          exchanges: [{ name: exchange, type: "topic" }],
+          bindings: [{ exchange, queue, routingKey: "order.#" }]
+        })
+      })
+      yield* worker.awaitReady
+      const timestamp = Math.floor(Date.now() / 1000) - 60
+      yield* Effect.promise(async () => {
+        admin.channel.publish(exchange, "order.paid", Buffer.from(JSON.stringify({ id: "p1" })), {
+          persistent: true,
+          messageId: "p1",
+          correlationId: "c1",
+          replyTo: "replies",
+          contentType: "application/json",
+          contentEncoding: "utf-8",
+          type: "order.paid",
+          appId: "shop",
+          priority: 4,
+          timestamp,
+          expiration: "600000",
+          headers: { tenant: "acme" }
+        })
+        await admin.channel.waitForConfirms()
+      })
+      yield* broker.eventually("parked", admin.ready(`${queue}.dlq`), (n) => n === 1)
+      assert.deepStrictEqual(routes, [`${exchange}/order.paid`, `${exchange}/order.paid`])
+      const [parked] = yield* admin.drainQueue(`${queue}.dlq`)
+      const p = parked!.properties
+      assert.deepStrictEqual(
+        [p.messageId, p.correlationId, p.replyTo, p.contentType, p.contentEncoding, p.type, p.appId, p.priority, p.timestamp],
+        ["p1", "c1", "replies", "application/json", "utf-8", "order.paid", "shop", 4, timestamp]
+      )
+      // Not the expiration: the copy must not expire from the dead-letter queue.
+      assert.isUndefined(p.expiration)
+      assert.strictEqual(p.headers?.tenant, "acme")
+      assert.strictEqual(p.headers?.["x-original-exchange"], exchange)
+      assert.strictEqual(p.headers?.["x-original-routing-key"], "order.paid")
+      assert.strictEqual(p.headers?.["x-attempts"], 2)
+    }))
+
   it.live("a handler that always fails: retried after the delay up to the maximum, then parked with the reason", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin

@@ -67,8 +67,7 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
         queue,
         redelivered: delivery.fields.redelivered,
         attempt,
-        exchange: delivery.fields.exchange,
-        routingKey: delivery.fields.routingKey,
+        ...originalRoute(delivery, queue),
         headers,
         contentType,
         correlationId: stringOrUndefined(delivery.properties.correlationId),
@@ -176,6 +175,30 @@ const noExcessKeys = (ast: SchemaAST.AST): ((value: unknown) => boolean) | undef
 const causeMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
   const error = Cause.findErrorOption(cause)
   return error._tag === "Some" ? error.value.message : Cause.pretty(cause)
+}
+
+/**
+ * The exchange and routing key a message first came to `queue` with. A
+ * retried message comes back from the retry queue through the default
+ * exchange; the broker's `x-death` record of its rejection from `queue`
+ * keeps the route it had before.
+ */
+export const originalRoute = (
+  delivery: amqp.ConsumeMessage,
+  queue: string
+): { readonly exchange: string; readonly routingKey: string } => {
+  const deaths: unknown = delivery.properties.headers?.["x-death"]
+  if (Array.isArray(deaths)) {
+    // Most recent first: the oldest record of this queue is the first route.
+    for (let i = deaths.length - 1; i >= 0; i--) {
+      const death = deaths[i] as { readonly queue?: unknown; readonly exchange?: unknown; readonly "routing-keys"?: unknown }
+      const keys = death?.["routing-keys"]
+      if (death?.queue === queue && typeof death.exchange === "string" && Array.isArray(keys) && typeof keys[0] === "string") {
+        return { exchange: death.exchange, routingKey: keys[0] }
+      }
+    }
+  }
+  return { exchange: delivery.fields.exchange, routingKey: delivery.fields.routingKey }
 }
 
 export const stringOrUndefined = (value: unknown): string | undefined => typeof value === "string" ? value : undefined

@@ -12,7 +12,7 @@ import type * as Acks from "../Acks.ts"
 import type * as Channel from "../Channel.ts"
 import * as Outcome from "../Outcome.ts"
 import * as Publisher from "../Publisher.ts"
-import { stringOrUndefined } from "./decode.ts"
+import { originalRoute, stringOrUndefined } from "./decode.ts"
 
 /** What was done with a delivery, and the log line that says so. */
 export interface Settled {
@@ -140,6 +140,7 @@ const deadLetterCopy = (
   // queue), the user id (the broker refuses one that is not the publisher's),
   // the delivery mode (the copy is always persistent), the deprecated cluster id.
   const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
+  const route = originalRoute(delivery, queue)
   return {
     exchange: "",
     routingKey: deadLetterQueue,
@@ -154,8 +155,8 @@ const deadLetterCopy = (
         "x-error-message": truncate(failure.message, MAX_ERROR_MESSAGE),
         "x-attempts": failure.attempts,
         "x-original-queue": queue,
-        "x-original-exchange": delivery.fields.exchange,
-        "x-original-routing-key": delivery.fields.routingKey
+        "x-original-exchange": route.exchange,
+        "x-original-routing-key": route.routingKey
       }
     }
   }
