@@ -22,6 +22,8 @@ describe("Package", () => {
         stdio: "pipe"
       })
       assert.isTrue(existsSync(join(out, "index.d.ts")))
+      // The package's bin, the dead-letter command.
+      assert.isTrue(existsSync(join(out, "dlq-cli.js")))
       const script = `
         const api = await import(${JSON.stringify(pathToFileURL(join(out, "index.js")).href)})
         console.log(JSON.stringify(Object.fromEntries(Object.entries(api).map(([name, module]) =>
@@ -34,7 +36,8 @@ describe("Package", () => {
       assert.includeMembers(exported.Worker ?? [], ["make", "layer", "run"])
       assert.includeMembers(exported.Outcome ?? [], ["retry", "decide"])
       assert.includeMembers(exported.Topology ?? [], ["make", "declare"])
-      assert.includeMembers(Object.keys(exported), ["Publisher", "Health", "Status", "WorkerConfig", "Metrics"])
+      assert.includeMembers(Object.keys(exported), ["Publisher", "Health", "Status", "WorkerConfig", "Metrics", "Options"])
+      assert.includeMembers(exported.DeadLetters ?? [], ["list", "show", "replay", "purge"])
     } finally {
       rmSync(out, { recursive: true, force: true })
     }

@@ -1,0 +1,338 @@
+/**
+ * The parked messages of a consumer's dead-letter queue (`<queue>.dlq`), for
+ * the people who run the worker: list them with why they were parked, show
+ * one, send some or all back once the cause is fixed, or purge them. The
+ * `effect-rabbitmq-dlq` command (`npm run dlq -- ...`) is these functions.
+ *
+ * - Listing and showing read the messages without taking them: each is
+ *   fetched unacknowledged and put back, in its place.
+ * - A replay publishes each chosen message, with confirms, to its original
+ *   exchange and routing key (`x-original-exchange`, `x-original-routing-key`;
+ *   the original queue when those are missing), without the headers that say
+ *   why it was parked and without the broker's `x-death` record, so its
+ *   attempts start again. Only once the broker confirmed the copy is the
+ *   parked message removed. A replay stopped half-way loses nothing: what was
+ *   not confirmed is still parked (a copy that was confirmed just before the
+ *   stop can be replayed twice), and it can simply be run again.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { DeadLetters } from "effect-rabbitmq-worker"
+ *
+ * const program = DeadLetters.replay(
+ *   { url: Redacted.make("amqp://guest:guest@127.0.0.1:5672") },
+ *   "orders.ship",
+ *   { all: true }
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type * as amqp from "amqplib"
+import { Data, Effect } from "effect"
+import * as Channel from "./Channel.ts"
+import * as Connection from "./Connection.ts"
+
+/**
+ * Talking to the broker failed (no connection, no such queue, a refused publish).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class DeadLettersError extends Data.TaggedError("DeadLettersError")<{
+  readonly operation: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `${this.operation}: ${this.reason}`
+  }
+}
+
+/**
+ * One parked message, as `list` shows it.
+ *
+ * @since 0.1.0
+ */
+export interface Parked {
+  readonly messageId: string | undefined
+  /** `x-error-tag`: e.g. `InvalidBody`, `HandlerTimeout`, the handler error's `_tag`, `Defect`. */
+  readonly reason: string | undefined
+  /** `x-error-message`. */
+  readonly message: string | undefined
+  /** `x-attempts`: deliveries before it was parked. */
+  readonly attempts: number | undefined
+  readonly originalExchange: string | undefined
+  readonly originalRoutingKey: string | undefined
+  /** When it was first published (the `timestamp` property, epoch seconds), if set. */
+  readonly timestamp: number | undefined
+  readonly bytes: number
+}
+
+/**
+ * A parked message in full, as `show` shows it.
+ *
+ * @since 0.1.0
+ */
+export interface ParkedMessage extends Parked {
+  readonly properties: Readonly<Record<string, unknown>>
+  readonly headers: Readonly<Record<string, unknown>>
+  readonly body: string
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ReplayOptions {
+  /** Replay these message ids only. */
+  readonly ids?: ReadonlyArray<string> | undefined
+  /** Replay every parked message (without `ids`). */
+  readonly all?: boolean | undefined
+  /** At most this many. */
+  readonly limit?: number | undefined
+  /** Called after each replayed message, with the counts so far. */
+  readonly onProgress?: ((progress: ReplayProgress) => void) | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ReplayProgress {
+  /** Sent back and removed from the dead-letter queue. */
+  readonly replayed: number
+  /** Left parked: no queue took them (their route is gone); they stay in the dead-letter queue. */
+  readonly unroutable: number
+  /** Parked messages looked at. */
+  readonly seen: number
+}
+
+/** The dead-letter queue of `queue` (given either way). */
+export const deadLetterQueueOf = (queue: string): string => queue.endsWith(".dlq") ? queue : `${queue}.dlq`
+
+/** The headers the worker adds when it parks a message (and the broker's record of dead-lettering). */
+const parkingHeaders = (key: string): boolean =>
+  key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts" || key === "x-death" ||
+  key.startsWith("x-first-death-") || key.startsWith("x-last-death-")
+
+const text = (value: unknown): string | undefined =>
+  typeof value === "string" ? value : Buffer.isBuffer(value) ? value.toString("utf8") : undefined
+
+const summary = (message: amqp.GetMessage): Parked => {
+  const headers = message.properties.headers ?? {}
+  const attempts: unknown = headers["x-attempts"]
+  const timestamp: unknown = message.properties.timestamp
+  return {
+    messageId: text(message.properties.messageId),
+    reason: text(headers["x-error-tag"]),
+    message: text(headers["x-error-message"]),
+    attempts: typeof attempts === "number" ? attempts : undefined,
+    originalExchange: text(headers["x-original-exchange"]),
+    originalRoutingKey: text(headers["x-original-routing-key"]),
+    timestamp: typeof timestamp === "number" ? timestamp : undefined,
+    bytes: message.content.length
+  }
+}
+
+/** A connection and a confirm channel, closed with the scope. */
+const session = (options: Connection.ConnectionOptions) =>
+  Effect.gen(function*() {
+    const connection = yield* Connection.make({ name: "effect-rabbitmq-dlq", ...options })
+    const channel = yield* Channel.makeConfirm(connection)
+    return { connection, channel }
+  }).pipe(Effect.mapError((error) => new DeadLettersError({ operation: "connect", reason: error.message })))
+
+const call = <A>(channel: Channel.Channel<amqp.ConfirmChannel>, operation: string, f: (ch: amqp.ConfirmChannel) => Promise<A>) =>
+  channel.call(operation, f).pipe(Effect.mapError((error) => new DeadLettersError({ operation, reason: error.reason })))
+
+/**
+ * Takes the parked messages one by one, unacknowledged, and hands each to
+ * `visit`; stops after `limit` or when the queue is empty. Whatever `visit`
+ * leaves unsettled goes back to the queue when the channel closes.
+ */
+const scan = (
+  channel: Channel.Channel<amqp.ConfirmChannel>,
+  dlq: string,
+  limit: number,
+  visit: (message: amqp.GetMessage) => Effect.Effect<"continue" | "stop", DeadLettersError>
+) =>
+  Effect.gen(function*() {
+    // Only the messages there now: a replayed message that comes back parked is not seen twice.
+    const { messageCount } = yield* call(channel, `queue.declare ${dlq} (passive)`, (ch) => ch.checkQueue(dlq))
+    const upTo = Math.min(limit, messageCount)
+    for (let seen = 0; seen < upTo; seen++) {
+      const message = yield* call(channel, `basic.get ${dlq}`, (ch) => ch.get(dlq, { noAck: false }))
+      if (message === false) return
+      if ((yield* visit(message)) === "stop") return
+    }
+  })
+
+/**
+ * The parked messages of `queue` (its `.dlq`), oldest first, at most `limit`
+ * (default 100). Nothing is taken: each is put back.
+ *
+ * @since 0.1.0
+ */
+export const list = (
+  options: Connection.ConnectionOptions,
+  queue: string,
+  limit = 100
+): Effect.Effect<ReadonlyArray<Parked>, DeadLettersError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const { channel } = yield* session(options)
+    const parked: Array<Parked> = []
+    // Held unacknowledged until the channel closes, so each is fetched once and all go back in order.
+    yield* scan(channel, deadLetterQueueOf(queue), limit, (message) =>
+      Effect.sync(() => {
+        parked.push(summary(message))
+        return "continue" as const
+      }))
+    return parked
+  }))
+
+/**
+ * One parked message in full, by message id; undefined when none has it.
+ *
+ * @since 0.1.0
+ */
+export const show = (
+  options: Connection.ConnectionOptions,
+  queue: string,
+  messageId: string
+): Effect.Effect<ParkedMessage | undefined, DeadLettersError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const { channel } = yield* session(options)
+    let found: ParkedMessage | undefined
+    yield* scan(channel, deadLetterQueueOf(queue), Number.MAX_SAFE_INTEGER, (message) =>
+      Effect.sync(() => {
+        if (text(message.properties.messageId) !== messageId) return "continue" as const
+        const { headers, ...properties } = message.properties
+        found = {
+          ...summary(message),
+          properties: Object.fromEntries(Object.entries(properties).filter(([, v]) => v !== undefined)),
+          headers: headers ?? {},
+          body: message.content.toString("utf8")
+        }
+        return "stop" as const
+      }))
+    return found
+  }))
+
+/**
+ * Sends parked messages back to where they first went, each removed from
+ * the dead-letter queue only after the broker confirmed its copy. Without
+ * `ids` or `all`, nothing is replayed.
+ *
+ * @since 0.1.0
+ */
+export const replay = (
+  options: Connection.ConnectionOptions,
+  queue: string,
+  replayOptions: ReplayOptions
+): Effect.Effect<ReplayProgress, DeadLettersError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const { channel } = yield* session(options)
+    const dlq = deadLetterQueueOf(queue)
+    const wanted = replayOptions.ids === undefined ? undefined : new Set(replayOptions.ids)
+    const progress = { replayed: 0, unroutable: 0, seen: 0 }
+    if (wanted === undefined && replayOptions.all !== true) return progress
+    let remaining = wanted?.size ?? replayOptions.limit ?? Number.MAX_SAFE_INTEGER
+    // Only the messages there now: a replayed message that comes back parked is not seen twice.
+    const { messageCount } = yield* call(channel, `queue.declare ${dlq} (passive)`, (ch) => ch.checkQueue(dlq))
+
+    const sendOne = (message: amqp.GetMessage) =>
+      Effect.flatMap(sendBack(channel, message, queue), (outcome) =>
+        Effect.gen(function*() {
+          if (outcome === "unroutable") {
+            // Stays parked (it goes back when the channel closes): its route is gone.
+            progress.unroutable++
+          } else {
+            yield* call(channel, "basic.ack", async (ch) => ch.ack(message))
+            progress.replayed++
+          }
+          replayOptions.onProgress?.({ ...progress })
+        }))
+
+    // A batch of copies in flight at once, each parked message acked as soon
+    // as its own copy is confirmed: one confirm round trip a batch, not a message.
+    while (progress.seen < messageCount && remaining > 0) {
+      const batch: Array<amqp.GetMessage> = []
+      while (batch.length < REPLAY_BATCH && progress.seen < messageCount && remaining > 0) {
+        const message = yield* call(channel, `basic.get ${dlq}`, (ch) => ch.get(dlq, { noAck: false }))
+        if (message === false) {
+          remaining = 0
+          break
+        }
+        progress.seen++
+        const id = text(message.properties.messageId)
+        if (wanted !== undefined && (id === undefined || !wanted.delete(id))) continue
+        batch.push(message)
+        remaining = wanted?.size ?? remaining - 1
+      }
+      yield* Effect.forEach(batch, sendOne, { concurrency: "unbounded", discard: true })
+    }
+    return progress
+  }))
+
+/** Copies of parked messages in flight at once during a replay. */
+const REPLAY_BATCH = 100
+
+/** Publishes one parked message back, mandatory and confirmed. */
+const sendBack = (
+  channel: Channel.Channel<amqp.ConfirmChannel>,
+  message: amqp.GetMessage,
+  queue: string
+): Effect.Effect<"sent" | "unroutable", DeadLettersError> => {
+  const headers = message.properties.headers ?? {}
+  const exchange = text(headers["x-original-exchange"]) ?? ""
+  const routingKey = text(headers["x-original-routing-key"]) ??
+    text(headers["x-original-queue"]) ?? queue.replace(/\.dlq$/, "")
+  const { clusterId: _c, deliveryMode: _d, headers: _h, userId: _u, ...properties } = message.properties
+  const kept = Object.fromEntries(Object.entries(headers).filter(([key]) => !parkingHeaders(key)))
+  return Effect.callback<"sent" | "unroutable", DeadLettersError>((resume) => {
+    let returned = false
+    const onReturn = (back: amqp.Message) => {
+      if (back.properties.messageId === message.properties.messageId) returned = true
+    }
+    channel.raw.on("return", onReturn)
+    try {
+      channel.raw.publish(
+        exchange,
+        routingKey,
+        message.content,
+        {
+          ...Object.fromEntries(Object.entries(properties).filter(([, v]) => v !== undefined && v !== null)),
+          persistent: true,
+          mandatory: true,
+          headers: kept
+        },
+        (error: unknown) => {
+          channel.raw.off("return", onReturn)
+          if (error !== null && error !== undefined) {
+            resume(Effect.fail(new DeadLettersError({ operation: `replay to ${exchange || "(default)"}/${routingKey}`, reason: String(error) })))
+          } else {
+            resume(Effect.succeed(returned ? "unroutable" : "sent"))
+          }
+        }
+      )
+    } catch (error) {
+      channel.raw.off("return", onReturn)
+      resume(Effect.fail(new DeadLettersError({ operation: "replay", reason: String(error) })))
+    }
+  })
+}
+
+/**
+ * Deletes every parked message of `queue`; returns how many there were.
+ *
+ * @since 0.1.0
+ */
+export const purge = (
+  options: Connection.ConnectionOptions,
+  queue: string
+): Effect.Effect<number, DeadLettersError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const { channel } = yield* session(options)
+    const dlq = deadLetterQueueOf(queue)
+    const { messageCount } = yield* call(channel, `queue.purge ${dlq}`, (ch) => ch.purgeQueue(dlq))
+    return messageCount
+  }))
