@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // Deletes whatever queues the tests' workers declared on their own.
+    globalSetup: ["test/support/global.ts"],
     // Broker tests inject real faults (heartbeat timeouts take seconds).
     testTimeout: 60_000,
     hookTimeout: 30_000,

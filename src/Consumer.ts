@@ -174,30 +174,44 @@ export const make = <
 ): Consumer<R> => {
   const queue = options.queue
   const policy = options.onFailure ?? Outcome.defaultPolicy
-  const retryQueue = `${queue}.retry`
   const deadLetterQueue = Outcome.usesDeadLetterQueue(policy) ? `${queue}.dlq` : undefined
+  const retryQueue = Outcome.retryQueueOf(queue, policy)
   const prepare = preparer(queue, options.schema, options.headers)
   const check = checkOptions(options, policy)
+  // The queues that serve `queue` take its type (a quorum queue's retries and parked messages stay replicated).
+  const type = options.queueOptions?.type
 
   const topology = Topology.make({
     queues: [
       {
         name: queue,
-        type: options.queueOptions?.type,
+        type,
         durable: options.queueOptions?.durable,
         arguments: options.queueOptions?.arguments,
-        // A retry is a rejection: the broker moves the message to the retry
-        // queue, where it waits out the delay and comes back.
-        deadLetter: typeof policy === "object" ? { exchange: "", routingKey: retryQueue } : undefined
+        // Where the broker itself dead-letters (a quorum queue's delivery
+        // limit, a queue length limit): the retry queue of the first delay.
+        deadLetter: typeof policy === "object" ? { exchange: "", routingKey: `${queue}.retry` } : undefined
       },
       ...(typeof policy === "object"
-        ? [{
-          name: retryQueue,
-          messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
-          deadLetter: { exchange: "", routingKey: queue }
-        }]
+        ? [
+          // Kept as it is when it exists with another delay: it drains into `queue` on its own.
+          {
+            name: `${queue}.retry`,
+            type,
+            messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
+            deadLetter: { exchange: "", routingKey: queue },
+            whenDifferent: "keep" as const
+          },
+          // Where retries go: one queue per delay, so a new delay deploys beside the old one.
+          {
+            name: retryQueue!,
+            type,
+            messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
+            deadLetter: { exchange: "", routingKey: queue }
+          }
+        ]
         : []),
-      ...(deadLetterQueue === undefined ? [] : [{ name: deadLetterQueue }])
+      ...(deadLetterQueue === undefined ? [] : [{ name: deadLetterQueue, type, whenDifferent: "keep" as const }])
     ]
   })
 
@@ -231,7 +245,7 @@ export const make = <
             handler: options.handler,
             maxBodyBytes: options.maxBodyBytes ?? settings.maxBodyBytes,
             handlerTimeout,
-            settle: settler(channel, acks, settings.publisher, { queue, deadLetterQueue }),
+            settle: settler(channel, acks, settings.publisher, { queue, deadLetterQueue, retryQueue }),
             metrics,
             traced,
             logAcks
@@ -295,13 +309,14 @@ const checkOptions = <S extends BodySchema, H extends BodySchema, E, R>(
 ): Options.Checker => {
   const queue = options.queue
   const checker = new Options.Checker(`consumer ${JSON.stringify(queue)}: `)
-  // The retry and dead-letter queues add up to 6 bytes to the name.
+  // The queues that serve it add to its name (`.retry.5000ms`, `.dlq`).
+  const longest = Outcome.retryQueueOf(typeof queue === "string" ? queue : "", policy) ?? `${queue}.retry`
   checker.check(
-    typeof queue === "string" && queue.length > 0 && Buffer.byteLength(queue) <= MAX_NAME_BYTES - 6 &&
+    typeof queue === "string" && queue.length > 0 && Buffer.byteLength(longest) <= MAX_NAME_BYTES &&
       !queue.startsWith("amq."),
     "queue",
     queue,
-    `a name of 1 to ${MAX_NAME_BYTES - 6} bytes, not starting with "amq."`
+    `a name that leaves room for its retry queue (${JSON.stringify(longest)}) within ${MAX_NAME_BYTES} bytes, not starting with "amq."`
   )
   checker.int("prefetch", options.prefetch, 1, 65535)
   checker.int("concurrency", options.concurrency, 1)

@@ -111,7 +111,7 @@ export const deadLetterQueueOf = (queue: string): string => queue.endsWith(".dlq
 
 /** The headers the worker adds when it parks a message (and the broker's record of dead-lettering). */
 const parkingHeaders = (key: string): boolean =>
-  key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts" || key === "x-death" ||
+  key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts" || key === "x-attempt" || key === "x-death" ||
   key.startsWith("x-first-death-") || key.startsWith("x-last-death-")
 
 const text = (value: unknown): string | undefined =>

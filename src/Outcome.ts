@@ -15,7 +15,7 @@
  *
  * | policy             | on failure                                                                      |
  * | ------------------ | ------------------------------------------------------------------------------- |
- * | `retry` (default)  | retry after the delay (via the retry queue) up to `maxAttempts`, then dead-letter |
+ * | `retry` (default)  | retry after the delay (a confirmed copy to the delay's retry queue, then ack) up to `maxAttempts`, then dead-letter |
  * | `"dead-letter"`    | dead-letter at once                                                             |
  * | `"requeue"`        | requeue at once, the first time only; a redelivered message that fails again is dead-lettered |
  * | `"reject"`         | reject without requeue (the queue's own dead-letter exchange, if any, gets it) |
@@ -249,22 +249,44 @@ export const decide = <E>(
 }
 
 /**
- * The delivery attempt of a message, from the broker's `x-death` record: one
- * more than the times it was rejected from `queue` (each retry is a
- * rejection that went through the retry queue and back).
+ * The queue a retry of `queue` waits in under `policy`: one per delay
+ * (`tasks.retry.5000ms`), so that a new delay deploys beside the old one
+ * while the old queue drains. Undefined for policies without retries.
+ *
+ * @since 0.1.0
+ */
+export const retryQueueOf = (queue: string, policy: FailurePolicy): string | undefined =>
+  typeof policy === "object" ? `${queue}.retry.${Math.round(Duration.toMillis(policy.delay))}ms` : undefined
+
+/**
+ * The header a retried message carries: the attempt its next delivery is.
+ *
+ * @since 0.1.0
+ */
+export const attemptHeader = "x-attempt"
+
+/**
+ * The delivery attempt of a message: 1 for the first. A retry is a
+ * confirmed copy that carries its next attempt number (`x-attempt`); a
+ * message retried by an earlier version of the worker (a rejection through
+ * the retry queue, which the broker records in `x-death`) counts its
+ * rejections from `queue`. Either survives restarts of the worker and of the
+ * broker.
  *
  * @since 0.1.0
  */
 export const attemptOf = (headers: Readonly<Record<string, unknown>> | undefined, queue: string): number => {
+  const own = headers?.[attemptHeader]
+  const counted = typeof own === "number" && Number.isInteger(own) && own >= 1 ? own : 1
   const deaths = headers?.["x-death"]
-  if (!Array.isArray(deaths)) return 1
+  if (!Array.isArray(deaths)) return counted
   let rejected = 0
   for (const death of deaths) {
     if (typeof death !== "object" || death === null) continue
     const entry = death as { readonly queue?: unknown; readonly reason?: unknown; readonly count?: unknown }
     if (entry.queue === queue && entry.reason === "rejected" && typeof entry.count === "number") rejected += entry.count
   }
-  return rejected + 1
+  return Math.max(counted, rejected + 1)
 }
 
 const transient = (error: unknown): Decision => ({

@@ -65,7 +65,7 @@ export const make = <R>(
     yield* Effect.logInfo(`connected to ${connection.server}`)
     // Declared before anything consumes, so that a conflict stops the worker
     // before a single message is taken.
-    yield* Effect.scoped(Effect.flatMap(Channel.make(connection), (channel) => Topology.declare(channel, options.topology)))
+    yield* Topology.declare(connection, options.topology)
     // A new connection: what went wrong before is over.
     yield* SubscriptionRef.update(status, (s): Status => ({
       ...s,

@@ -22,8 +22,9 @@
  *
  * @since 0.1.0
  */
-import { Data, Effect } from "effect"
-import type * as Channel from "./Channel.ts"
+import { Cause, Data, Effect } from "effect"
+import * as Channel from "./Channel.ts"
+import type { Connection } from "./Connection.ts"
 import type { Problem } from "./Options.ts"
 
 /**
@@ -52,6 +53,12 @@ export interface QueueSpec {
   readonly messageTtlMs?: number | undefined
   /** Other `x-` arguments. */
   readonly arguments?: Readonly<Record<string, unknown>> | undefined
+  /**
+   * `"keep"`: when the queue exists with other arguments, keep it as it is
+   * instead of stopping with a {@link TopologyConflict} (a retry queue of an
+   * earlier delay, still draining).
+   */
+  readonly whenDifferent?: "keep" | undefined
 }
 
 /**
@@ -269,14 +276,25 @@ const bind = (channel: Channel.Channel, binding: BindingSpec) =>
  * @since 0.1.0
  */
 export const declare = (
-  channel: Channel.Channel,
+  connection: Connection,
   topology: Topology
 ): Effect.Effect<void, TopologyConflict | Channel.ChannelError> =>
-  Effect.gen(function*() {
+  Effect.scoped(Effect.gen(function*() {
+    let channel = yield* Channel.make(connection)
     for (const exchange of topology.exchanges) yield* declareExchange(channel, exchange)
-    for (const queue of topology.queues) yield* declareQueueOnly(channel, queue)
+    for (const queue of topology.queues) {
+      const declared = yield* Effect.exit(declareQueueOnly(channel, queue))
+      if (declared._tag === "Success") continue
+      const error = Cause.findErrorOption(declared.cause)
+      if (queue.whenDifferent !== "keep" || error._tag === "None" || !(error.value instanceof TopologyConflict)) {
+        return yield* Effect.failCause(declared.cause)
+      }
+      // The broker closed the channel over the conflict: the rest goes on a new one.
+      yield* Effect.logDebug(`queue ${queue.name} exists with other arguments; kept as it is (${error.value.reason})`)
+      channel = yield* Channel.make(connection)
+    }
     for (const binding of topology.bindings) yield* bind(channel, binding)
-  })
+  }))
 
 /**
  * Declares one queue again with its bindings (after the broker deleted it),

@@ -102,8 +102,8 @@ describe("Health endpoints", () => {
       assert.strictEqual(value(`rabbitmq_worker_connection_state{state="connected"}`), 1)
       assert.strictEqual(value(`rabbitmq_worker_connection_state{state="reconnecting"}`), 0)
       assert.strictEqual(value("rabbitmq_worker_reconnects_total"), 1)
-      // The two dead-letter copies were confirmed publishes.
-      assert.strictEqual(value("rabbitmq_worker_publishes_confirmed_total"), 2)
+      // The two dead-letter copies and the retry's copy were confirmed publishes.
+      assert.strictEqual(value("rabbitmq_worker_publishes_confirmed_total"), 3)
       assert.include(body, "# TYPE rabbitmq_worker_messages_acked_total counter")
       assert.include(body, "# TYPE rabbitmq_worker_handler_duration_seconds histogram")
     }).pipe(health.isolatedMetrics, Effect.provide(logs.capture().layer)))

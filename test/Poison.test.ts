@@ -4,7 +4,7 @@
  * parked at once; no hot loop on any path.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Data, Effect, Schema } from "effect"
+import { Data, Effect, Exit, Schema, Scope } from "effect"
 import * as Consumer from "../src/Consumer.ts"
 import type { Message } from "../src/Message.ts"
 import * as Outcome from "../src/Outcome.ts"
@@ -39,6 +39,69 @@ const alwaysFailing = (queue: string, onFailure: Outcome.FailurePolicy) => {
 }
 
 describe("Poison messages", () => {
+  it.live("a new retry delay deploys beside the old one: no conflict, nothing lost from the old retry queue, attempts go on", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("redeploy")
+      const attempts: Array<{ id: string; attempt: number; delay: string }> = []
+      const consumer = (delay: "1500 millis" | "200 millis", maxAttempts: number) =>
+        Consumer.make({
+          queue,
+          schema: Task,
+          onFailure: Outcome.retry({ maxAttempts, delay }),
+          handler: (task, message: Message) =>
+            Effect.suspend(() => {
+              attempts.push({ id: task.id, attempt: message.attempt, delay })
+              return Effect.fail(new Flaky({ id: task.id }))
+            })
+        })
+      // An old deployment: its messages wait out a 1.5 s delay.
+      const old = yield* Scope.make()
+      const first = yield* startWorker([consumer("1500 millis", 3)]).pipe(Scope.provide(old))
+      yield* first.worker.awaitReady
+      yield* admin.publishTasks(queue, ["a", "b"])
+      yield* broker.eventually("both waiting in the old retry queue", admin.ready(`${queue}.retry.1500ms`), (n) => n === 2)
+      // The new deployment comes up beside it (no TopologyConflict), then the old one goes.
+      const second = yield* startWorker([consumer("200 millis", 3)])
+      yield* second.worker.awaitReady
+      yield* Scope.close(old, Exit.void)
+      yield* broker.eventually("both parked", admin.ready(`${queue}.dlq`), (n) => n === 2, 20_000)
+      // Attempt 1 under the old delay; 2 and 3 under the new one, after the old queue gave them back.
+      for (const id of ["a", "b"]) {
+        assert.deepStrictEqual(attempts.filter((a) => a.id === id).map((a) => a.attempt), [1, 2, 3])
+      }
+      assert.strictEqual(yield* admin.ready(`${queue}.retry.1500ms`), 0)
+      assert.strictEqual(yield* admin.ready(`${queue}.retry.200ms`), 0)
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.deepStrictEqual(parked.map((m) => m.properties.headers?.["x-attempts"]), [3, 3])
+      assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
+      assert.strictEqual((yield* second.worker.status).connection, "connected")
+    }))
+
+  it.live("a retry queue left by an earlier version with another delay is kept as it is and drains; the worker starts", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("legacy")
+      // As an earlier version declared them: q dead-letters to q.retry, which waits 700 ms.
+      yield* Effect.promise(async () => {
+        await admin.channel.assertQueue(queue, { durable: true, deadLetterExchange: "", deadLetterRoutingKey: `${queue}.retry` })
+        await admin.channel.assertQueue(`${queue}.retry`, { durable: true, messageTtl: 700, deadLetterExchange: "", deadLetterRoutingKey: queue })
+        admin.channel.sendToQueue(`${queue}.retry`, Buffer.from(JSON.stringify({ id: "waiting" })), { messageId: "waiting", persistent: true })
+        await admin.channel.waitForConfirms()
+      })
+      const handled: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: Outcome.retry({ maxAttempts: 3, delay: "5 seconds" }),
+        handler: (task) => Effect.sync(() => handled.push(task.id))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* broker.eventually("the waiting message came back", Effect.sync(() => handled), (h) => h.includes("waiting"))
+      yield* admin.deleteQueue(`${queue}.retry.5000ms`)
+    }))
+
   it.live("the parked copy is faithful: every property kept, and the first route (not the retry queue's) on every attempt and in the copy", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin

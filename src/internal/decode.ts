@@ -180,8 +180,9 @@ const causeMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
 /**
  * The exchange and routing key a message first came to `queue` with. A
  * retried message comes back from the retry queue through the default
- * exchange; the broker's `x-death` record of its rejection from `queue`
- * keeps the route it had before.
+ * exchange; its first route is in the broker's `x-death` record of a
+ * rejection from `queue` (retries of earlier versions) or in the headers
+ * of the retry's copy.
  */
 export const originalRoute = (
   delivery: amqp.ConsumeMessage,
@@ -197,6 +198,13 @@ export const originalRoute = (
         return { exchange: death.exchange, routingKey: keys[0] }
       }
     }
+  }
+  // A retry's copy carries its first route (and its attempt, which marks it as ours).
+  const headers = delivery.properties.headers
+  const exchange: unknown = headers?.["x-original-exchange"]
+  const routingKey: unknown = headers?.["x-original-routing-key"]
+  if (typeof headers?.[Outcome.attemptHeader] === "number" && typeof exchange === "string" && typeof routingKey === "string") {
+    return { exchange, routingKey }
   }
   return { exchange: delivery.fields.exchange, routingKey: delivery.fields.routingKey }
 }

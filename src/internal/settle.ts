@@ -44,7 +44,7 @@ export const settler = (
   channel: Channel.Channel,
   acks: Acks.Acks,
   publisher: Publisher.Publisher["Service"],
-  names: { readonly queue: string; readonly deadLetterQueue: string | undefined }
+  names: { readonly queue: string; readonly deadLetterQueue: string | undefined; readonly retryQueue: string | undefined }
 ): Settle => {
   const nacked = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
     acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
@@ -63,41 +63,86 @@ export const settler = (
       Effect.map(() => nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
     )
 
-  const deadLetter = (delivery: amqp.ConsumeMessage, failure: Outcome.Failure): Effect.Effect<Settled> => {
-    const copy = deadLetterCopy(delivery, failure, names.queue, deadLetterQueue)
-    return publisher.publishRaw(copy).pipe(
-      // Headers the client cannot encode (they came from another client, or
-      // grew past the frame with ours): park it with ours alone.
-      Effect.catchIf(
-        (error) => error._tag === "PublishRefused",
-        () => publisher.publishRaw(withoutOriginalHeaders(copy))
-      ),
+  /**
+   * Publishes a confirmed copy, then acks the original once the broker
+   * confirmed it; if that fails, the original goes back to the queue after a
+   * pause (the copy may or may not be there: at least once, never lost).
+   */
+  const copyThenAck = (
+    delivery: amqp.ConsumeMessage,
+    copy: Effect.Effect<void, Publisher.PublishError>,
+    done: { readonly outcome: "Retry" | "DeadLetter"; readonly log: Effect.Effect<void> },
+    what: string
+  ): Effect.Effect<Settled> =>
+    copy.pipe(
       // Once the delivering channel is gone the original comes back anyway.
       Effect.raceFirst(channel.closed),
       Effect.matchEffect({
         onSuccess: () => {
-          const settled = acked(
-            delivery,
-            Effect.logWarning(
-              `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
-                `${failure.tag}: ${failure.message}`
-            ),
-            false
-          )
-          return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: "DeadLetter" as const } : settled)
+          const settled = acked(delivery, done.log, false)
+          return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: done.outcome } : settled)
         },
         onFailure: (error) =>
           channel.isOpen()
             ? Effect.sleep("1 second").pipe(
               Effect.as(nacked(
                 delivery,
-                { _tag: "Requeue", reason: "dead-lettering failed" },
+                { _tag: "Requeue", reason: `${what} failed` },
                 true,
-                Effect.logError(`could not dead-letter the message (${error.message}); requeued it`)
+                Effect.logError(`could not ${what} the message (${error.message}); requeued it`)
               ))
             )
-            : Effect.succeed(channelGone("DeadLetter"))
+            : Effect.succeed(channelGone(done.outcome))
       })
+    )
+
+  /** A retry: a confirmed copy to the delay's retry queue, carrying its next attempt and its first route. */
+  const retry = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision & { _tag: "Retry" }): Effect.Effect<Settled> => {
+    const target = names.retryQueue ?? `${names.queue}.retry`
+    const route = originalRoute(delivery, names.queue)
+    const base = copyOf(delivery, target)
+    return copyThenAck(
+      delivery,
+      publisher.publishRaw({
+        ...base,
+        options: {
+          ...base.options,
+          headers: {
+            ...base.options.headers,
+            [Outcome.attemptHeader]: decision.attempt + 1,
+            "x-original-exchange": route.exchange,
+            "x-original-routing-key": route.routingKey
+          }
+        }
+      }),
+      {
+        outcome: "Retry",
+        log: Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
+      },
+      "retry"
+    )
+  }
+
+  const deadLetter = (delivery: amqp.ConsumeMessage, failure: Outcome.Failure): Effect.Effect<Settled> => {
+    const copy = deadLetterCopy(delivery, failure, names.queue, deadLetterQueue)
+    return copyThenAck(
+      delivery,
+      publisher.publishRaw(copy).pipe(
+        // Headers the client cannot encode (they came from another client, or
+        // grew past the frame with ours): park it with ours alone.
+        Effect.catchIf(
+          (error) => error._tag === "PublishRefused",
+          () => publisher.publishRaw(withoutOriginalHeaders(copy))
+        )
+      ),
+      {
+        outcome: "DeadLetter",
+        log: Effect.logWarning(
+          `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
+            `${failure.tag}: ${failure.message}`
+        )
+      },
+      "dead-letter"
     )
   }
 
@@ -112,13 +157,7 @@ export const settler = (
       case "Reject":
         return nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`))
       case "Retry":
-        // Without requeue: the queue's dead-letter target is the retry queue.
-        return nacked(
-          delivery,
-          decision,
-          false,
-          Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
-        )
+        return retry(delivery, decision)
       case "DeadLetter":
         return deadLetter(delivery, decision.failure)
     }
@@ -126,31 +165,42 @@ export const settler = (
 }
 
 /**
- * The copy parked in the dead-letter queue: the original's body and
- * properties (all but its expiration, which would drop it from the
- * dead-letter queue), and headers that say why.
+ * A copy of a delivery for `routingKey` (on the default exchange): its body
+ * and properties. Not kept: the expiration (it would drop the copy from the
+ * queue it waits in), the user id (the broker refuses one that is not the
+ * publisher's), the delivery mode (a copy is always persistent), the
+ * deprecated cluster id.
  */
+const copyOf = (delivery: amqp.ConsumeMessage, routingKey: string): Publisher.RawMessage => {
+  const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
+  return {
+    exchange: "",
+    routingKey,
+    content: delivery.content,
+    options: {
+      ...definedOnly(properties),
+      messageId: stringOrUndefined(messageId) ?? randomUUID(),
+      persistent: true,
+      headers: { ...headers }
+    }
+  }
+}
+
+/** The copy parked in the dead-letter queue, with headers that say why. */
 const deadLetterCopy = (
   delivery: amqp.ConsumeMessage,
   failure: Outcome.Failure,
   queue: string,
   deadLetterQueue: string
 ): Publisher.RawMessage => {
-  // Not kept: the expiration (it would drop the copy from the dead-letter
-  // queue), the user id (the broker refuses one that is not the publisher's),
-  // the delivery mode (the copy is always persistent), the deprecated cluster id.
-  const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
+  const base = copyOf(delivery, deadLetterQueue)
   const route = originalRoute(delivery, queue)
   return {
-    exchange: "",
-    routingKey: deadLetterQueue,
-    content: delivery.content,
+    ...base,
     options: {
-      ...definedOnly(properties),
-      messageId: stringOrUndefined(messageId) ?? randomUUID(),
-      persistent: true,
+      ...base.options,
       headers: {
-        ...headers,
+        ...base.options.headers,
         "x-error-tag": truncate(failure.tag, 200),
         "x-error-message": truncate(failure.message, MAX_ERROR_MESSAGE),
         "x-attempts": failure.attempts,
