@@ -128,6 +128,8 @@ export class ConnectionLost extends Data.TaggedError("ConnectionLost")<{
 export interface Connection {
   /** The broker address without credentials, safe to log. */
   readonly server: string
+  /** Which of the addresses (in the order given) it is connected to. */
+  readonly address: number
   /** Fails with {@link ConnectionLost} when the connection is gone; never succeeds. */
   readonly lost: Effect.Effect<never, ConnectionLost>
   readonly isOpen: () => boolean
@@ -217,7 +219,7 @@ const connectAny = async (
   first: number,
   options: ConnectionOptions,
   signal: AbortSignal
-): Promise<{ readonly model: amqp.ChannelModel; readonly server: string }> => {
+): Promise<{ readonly model: amqp.ChannelModel; readonly server: string; readonly index: number }> => {
   const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout))
   const socketOptions = {
     clientProperties: options.name === undefined ? {} : { connection_name: options.name },
@@ -225,7 +227,8 @@ const connectAny = async (
   }
   const failures: Array<string> = []
   for (let i = 0; i < urls.length && !signal.aborted; i++) {
-    const url = urls[(first + i) % urls.length]!
+    const index = (first + i) % urls.length
+    const url = urls[index]!
     const server = describeUrl(url)
     try {
       const model = await connectOne(
@@ -234,7 +237,7 @@ const connectAny = async (
         timeout,
         signal
       )
-      return { model, server }
+      return { model, server, index }
     } catch (error) {
       failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
     }
@@ -261,6 +264,7 @@ export const make = (
     let open = false
     let lastError: string | undefined
     let server = describeUrl(options.url)
+    let address = 0
     const unblocked = Latch.makeUnsafe(true)
     const blockedChanges = yield* Queue.unbounded<{ readonly blocked: boolean; readonly reason?: string }>()
 
@@ -299,6 +303,7 @@ export const make = (
         Effect.tap((connected) =>
           Effect.sync(() => {
             server = connected.server
+            address = connected.index
             listen(connected.model)
           })
         ),
@@ -321,6 +326,7 @@ export const make = (
 
     return {
       server,
+      address,
       lost: Deferred.await(lost),
       isOpen: () => open,
       unblocked,

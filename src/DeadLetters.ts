@@ -239,8 +239,9 @@ export const replay = (
     // Only the messages there now: a replayed message that comes back parked is not seen twice.
     const { messageCount } = yield* call(channel, `queue.declare ${dlq} (passive)`, (ch) => ch.checkQueue(dlq))
 
+    const sendBack = sender(channel, queue)
     const sendOne = (message: amqp.GetMessage) =>
-      Effect.flatMap(sendBack(channel, message, queue), (outcome) =>
+      Effect.flatMap(sendBack(message), (outcome) =>
         Effect.gen(function*() {
           if (outcome === "unroutable") {
             // Stays parked (it goes back when the channel closes): its route is gone.
@@ -276,49 +277,56 @@ export const replay = (
 /** Copies of parked messages in flight at once during a replay. */
 const REPLAY_BATCH = 100
 
-/** Publishes one parked message back, mandatory and confirmed. */
-const sendBack = (
-  channel: Channel.Channel<amqp.ConfirmChannel>,
-  message: amqp.GetMessage,
-  queue: string
-): Effect.Effect<"sent" | "unroutable", DeadLettersError> => {
-  const headers = message.properties.headers ?? {}
-  const exchange = text(headers["x-original-exchange"]) ?? ""
-  const routingKey = text(headers["x-original-routing-key"]) ??
-    text(headers["x-original-queue"]) ?? queue.replace(/\.dlq$/, "")
-  const { clusterId: _c, deliveryMode: _d, headers: _h, userId: _u, ...properties } = message.properties
-  const kept = Object.fromEntries(Object.entries(headers).filter(([key]) => !parkingHeaders(key)))
-  return Effect.callback<"sent" | "unroutable", DeadLettersError>((resume) => {
-    let returned = false
-    const onReturn = (back: amqp.Message) => {
-      if (back.properties.messageId === message.properties.messageId) returned = true
-    }
-    channel.raw.on("return", onReturn)
-    try {
-      channel.raw.publish(
-        exchange,
-        routingKey,
-        message.content,
-        {
-          ...Object.fromEntries(Object.entries(properties).filter(([, v]) => v !== undefined && v !== null)),
-          persistent: true,
-          mandatory: true,
-          headers: kept
-        },
-        (error: unknown) => {
-          channel.raw.off("return", onReturn)
-          if (error !== null && error !== undefined) {
-            resume(Effect.fail(new DeadLettersError({ operation: `replay to ${exchange || "(default)"}/${routingKey}`, reason: String(error) })))
-          } else {
-            resume(Effect.succeed(returned ? "unroutable" : "sent"))
-          }
-        }
-      )
-    } catch (error) {
-      channel.raw.off("return", onReturn)
-      resume(Effect.fail(new DeadLettersError({ operation: "replay", reason: String(error) })))
-    }
+/**
+ * Publishes parked messages back, mandatory and confirmed; one listener for
+ * the returns of all of them (a return comes before its confirm).
+ */
+const sender = (channel: Channel.Channel<amqp.ConfirmChannel>, queue: string) => {
+  const returns = new Map<unknown, number>()
+  channel.raw.on("return", (back: amqp.Message) => {
+    const id: unknown = back.properties.messageId
+    returns.set(id, (returns.get(id) ?? 0) + 1)
   })
+  const takeReturn = (id: unknown): boolean => {
+    const n = returns.get(id) ?? 0
+    if (n === 0) return false
+    if (n === 1) returns.delete(id)
+    else returns.set(id, n - 1)
+    return true
+  }
+  return (message: amqp.GetMessage): Effect.Effect<"sent" | "unroutable", DeadLettersError> => {
+    const headers = message.properties.headers ?? {}
+    const exchange = text(headers["x-original-exchange"]) ?? ""
+    const routingKey = text(headers["x-original-routing-key"]) ??
+      text(headers["x-original-queue"]) ?? queue.replace(/\.dlq$/, "")
+    const { clusterId: _c, deliveryMode: _d, headers: _h, userId: _u, ...properties } = message.properties
+    const kept = Object.fromEntries(Object.entries(headers).filter(([key]) => !parkingHeaders(key)))
+    const operation = `replay to ${exchange || "(default)"}/${routingKey}`
+    return Effect.callback<"sent" | "unroutable", DeadLettersError>((resume) => {
+      try {
+        channel.raw.publish(
+          exchange,
+          routingKey,
+          message.content,
+          {
+            ...Object.fromEntries(Object.entries(properties).filter(([, v]) => v !== undefined && v !== null)),
+            persistent: true,
+            mandatory: true,
+            headers: kept
+          },
+          (error: unknown) => {
+            if (error !== null && error !== undefined) {
+              resume(Effect.fail(new DeadLettersError({ operation, reason: String(error) })))
+            } else {
+              resume(Effect.succeed(takeReturn(message.properties.messageId) ? "unroutable" : "sent"))
+            }
+          }
+        )
+      } catch (error) {
+        resume(Effect.fail(new DeadLettersError({ operation, reason: String(error) })))
+      }
+    })
+  }
 }
 
 /**

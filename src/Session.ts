@@ -56,12 +56,15 @@ export const make = <R>(
   },
   status: SubscriptionRef.SubscriptionRef<Status>
 ) => {
-  // With several broker addresses, each session starts at the next one, so a
-  // lost node is not the first one tried again.
-  let sessions = 0
+  // With several broker addresses (the nodes of a cluster), the first session
+  // starts at a random one, so that replicas spread over the nodes, and each
+  // next session at the one after the address it was connected to, so that a
+  // lost node is the last one tried again.
+  let next = Math.floor(Math.random() * Connection.addresses(options.connection.url).length)
   return (ready: Effect.Effect<void>): Effect.Effect<never, SessionError, R> =>
   Effect.gen(function*() {
-    const connection = yield* Connection.make(options.connection, sessions++)
+    const connection = yield* Connection.make(options.connection, next)
+    next = connection.address + 1
     yield* Effect.logInfo(`connected to ${connection.server}`)
     // Declared before anything consumes, so that a conflict stops the worker
     // before a single message is taken.

@@ -2,7 +2,7 @@
  * The example worker process (`npm start`).
  *
  * Consumes JSON tasks `{ "id": string, ... }` from `AMQP_QUEUE` (default
- * `tasks`), simulates `WORK_MS` milliseconds of work (default 0), publishes
+ * `tasks`, a `AMQP_QUEUE_TYPE` queue: `classic`, the default, or `quorum`), simulates `WORK_MS` milliseconds of work (default 0), publishes
  * one confirmed result `{ "id", "worker", "handledAt" }` per task to
  * `AMQP_RESULT_QUEUE` (default `<queue>.done`) and logs one line per handled
  * task with its id. `/healthz`, `/readyz` and `/metrics` are served on
@@ -37,6 +37,7 @@ const TaskDone = Schema.Struct({ id: Schema.String, worker: Schema.String, handl
 
 const example = Config.all({
   queue: Config.schema(Schema.NonEmptyString, "AMQP_QUEUE").pipe(Config.withDefault("tasks")),
+  queueType: Config.Literals(["classic", "quorum"], "AMQP_QUEUE_TYPE").pipe(Config.withDefault<"classic" | "quorum">("classic")),
   resultQueue: Config.schema(Schema.NonEmptyString, "AMQP_RESULT_QUEUE").pipe(Config.option),
   workMs: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "WORK_MS").pipe(Config.withDefault(0)),
   retryMaxAttempts: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1000 })), "RETRY_MAX_ATTEMPTS")
@@ -46,13 +47,15 @@ const example = Config.all({
 })
 
 const worker = Effect.gen(function*() {
-  const { queue, workMs, ...config } = yield* example
+  const { queue, queueType, workMs, ...config } = yield* example
   const resultQueue = Option.getOrElse(config.resultQueue, () => `${queue}.done`)
   const options = yield* WorkerConfig.workerOptions
   const workerName = `${hostname()}:${process.pid}`
   const tasks = Consumer.make({
     queue,
     schema: Task,
+    // Its retry and dead-letter queues follow it; so does the result queue, below.
+    queueOptions: { type: queueType },
     onFailure: Outcome.retry({ maxAttempts: config.retryMaxAttempts, delay: Duration.millis(config.retryDelayMs) }),
     handler: (task) =>
       Effect.gen(function*() {
@@ -70,10 +73,10 @@ const worker = Effect.gen(function*() {
       })
   })
   yield* Effect.logInfo(
-    `starting worker: broker ${Connection.describeUrl(options.connection.url)}, queue ${queue}, ` +
+    `starting worker: broker ${Connection.describeUrl(options.connection.url)}, queue ${queue} (${queueType}), ` +
       `results to ${resultQueue}, prefetch ${options.prefetch}, work ${workMs} ms`
   )
-  return yield* Worker.run({ ...options, topology: Topology.make({ queues: [{ name: resultQueue }] }) }, [tasks])
+  return yield* Worker.run({ ...options, topology: Topology.make({ queues: [{ name: resultQueue, type: queueType }] }) }, [tasks])
 })
 
 const logFailure = (cause: Cause.Cause<unknown>) => {

@@ -122,7 +122,7 @@ describe("Broker addresses", () => {
       yield* broker.eventually("handled", Effect.sync(() => handled.length), (n) => n === 2)
     }).pipe(Effect.provide(logs.capture().layer)))
 
-  it.live("when the node it is connected to goes away, the worker fails over to the next address", () => {
+  it.live("when the node it is connected to goes away, the worker fails over to another address; replicas start at a random one", () => {
     const captured = logs.capture()
     return Effect.gen(function*() {
       const admin = yield* broker.admin
@@ -132,16 +132,37 @@ describe("Broker addresses", () => {
       const { consumer, handled } = recorder(queue)
       const { worker } = yield* startWorker([consumer], { url: `${nodeA.url},${nodeB.url}` })
       yield* worker.awaitReady
-      assert.deepStrictEqual([nodeA.accepted(), nodeB.accepted()], [1, 0])
-      yield* nodeA.stop()
-      yield* broker.eventually("connected through B", worker.status, (s) => s.connection === "connected" && s.reconnects > 0)
+      // It starts at a random one of the two.
+      const [first, second] = nodeA.accepted() === 1 ? [nodeA, nodeB] : [nodeB, nodeA]
+      assert.deepStrictEqual([first.accepted(), second.accepted()], [1, 0])
+      yield* first.stop()
+      yield* broker.eventually("connected through the other", worker.status, (s) => s.connection === "connected" && s.reconnects > 0)
       yield* worker.awaitReady
-      assert.strictEqual(nodeB.accepted(), 1)
+      assert.strictEqual(second.accepted(), 1)
       yield* admin.publishTasks(queue, ["after"])
       yield* broker.eventually("handled", Effect.sync(() => handled.length), (n) => n === 1)
-      assert.isAtLeast(captured.matching(new RegExp(`connected to amqp://127.0.0.1:${nodeB.port}`)).length, 1)
+      assert.isAtLeast(captured.matching(new RegExp(`connected to amqp://127.0.0.1:${second.port}`)).length, 1)
+      // The lost node comes back; the next loss goes to it, not round to the one just lost.
+      yield* first.start()
+      yield* second.stop()
+      yield* broker.eventually("back on the first", worker.status, (s) => s.connection === "connected" && s.reconnects > 1)
+      assert.strictEqual(first.accepted(), 2)
     }).pipe(Effect.provide(captured.layer))
   })
+
+  it.live("workers given the same addresses spread over them: each starts at a random one", () =>
+    Effect.gen(function*() {
+      const nodeA = yield* Proxy.make()
+      const nodeB = yield* Proxy.make()
+      // Twelve replicas all on one node by chance: about one run in 2,000.
+      for (let i = 0; i < 12; i++) {
+        const { worker } = yield* startWorker([], { url: `${nodeA.url},${nodeB.url}` })
+        yield* worker.awaitReady
+      }
+      assert.strictEqual(nodeA.accepted() + nodeB.accepted(), 12)
+      assert.isAtLeast(nodeA.accepted(), 1)
+      assert.isAtLeast(nodeB.accepted(), 1)
+    }))
 
   it("describes every address without credentials", () => {
     assert.strictEqual(

@@ -112,6 +112,25 @@ describe("Topology", () => {
     }))
 })
 
+describe("The example worker's queue type", () => {
+  it.live("AMQP_QUEUE_TYPE=quorum: its queue, retry, dead-letter and result queues are quorum queues", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("qtype")
+      const worker = yield* spawnWorker({ AMQP_QUEUE: queue, AMQP_QUEUE_TYPE: "quorum", RETRY_DELAY_MS: "1000" })
+      yield* worker.waitFor("consuming", (logs) => logs.some((l) => /^consuming from/.test(messageText(l))))
+      const names = [queue, `${queue}.retry`, `${queue}.retry.1000ms`, `${queue}.dlq`, `${queue}.done`]
+      assert.deepStrictEqual(yield* queueTypes(names), Object.fromEntries(names.map((name) => [name, "quorum"])))
+      yield* admin.publishTasks(queue, ["q1"])
+      yield* broker.eventually("result", admin.ready(`${queue}.done`), (n) => n === 1)
+      worker.signal("SIGTERM")
+      assert.strictEqual(yield* worker.exit(), 0)
+      const bad = yield* spawnWorker({ AMQP_QUEUE: queue, AMQP_QUEUE_TYPE: "stream" })
+      assert.strictEqual(yield* bad.exit(), 1)
+      assert.isTrue(bad.output.some((line) => line.includes("AMQP_QUEUE_TYPE")))
+    }))
+})
+
 describe("Topology.combine", () => {
   it("a field one declaration leaves out never overrides one that another sets", () => {
     const { mismatches, topology } = Topology.combine([
