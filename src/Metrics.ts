@@ -179,12 +179,3 @@ export const forPublisher = (context: Context.Context<never>) => {
   }
 }
 
-/**
- * @since 0.1.0
- */
-export const published = Metric.update(confirmed, 1)
-
-/**
- * @since 0.1.0
- */
-export const publishFailed = (tag: string) => Metric.update(Metric.withAttributes(failed, { error: tag }), 1)

@@ -3,14 +3,20 @@
  *
  * `publish` succeeds only once the broker has confirmed the message. Every
  * other end is a typed {@link PublishError}: the broker nacked it, it was
- * unroutable (messages are published as mandatory by default), no session
- * came within the timeout, too many publishes were already waiting, or the
- * connection was lost before the confirm came (then the message may or may
- * not have arrived: publishing it again can duplicate it, never lose it).
+ * unroutable (messages are published as mandatory by default), the client
+ * refused it (a field AMQP cannot carry), it was not sent or not confirmed
+ * within the timeout (one deadline for the whole publish), too many
+ * publishes were already waiting, or the connection was lost before the
+ * confirm came (then the message may or may not have arrived: publishing it
+ * again can duplicate it, never lose it). The failures of the infrastructure
+ * rather than of the message are marked transient ({@link Outcome.isTransient}):
+ * a handler that fails with one has its message requeued without using up
+ * an attempt.
  *
  * While there is no connection, or the broker has blocked it (a memory or
  * disk alarm), or the socket's write buffer is full, publishes wait instead
- * of piling up in memory, bounded by `timeout` and `maxWaiting`.
+ * of piling up in memory, bounded by `timeout` and `maxWaiting`. Confirms
+ * are tracked in `internal/confirms.ts`.
  *
  * Bodies are JSON, encoded with a Schema, so a value of the wrong shape
  * cannot be published. Every message gets a `messageId` (a random UUID unless
