@@ -50,6 +50,16 @@ const resultBody = (id: string) => ({ id, worker: "bench", handledAt: new Date()
 const resultBuffer = (id: string) => Buffer.from(JSON.stringify(resultBody(id)))
 const taskId = (content: Buffer): string => (JSON.parse(content.toString()) as { id: string }).id
 
+/** This project's worker with one consumer, warnings only; returns how to stop it. */
+const runWorker = async (consumer: Consumer.Consumer<Publisher.Publisher>) => {
+  const fiber = Effect.runFork(
+    Worker.run({ connection: { url: Redacted.make(URL) } }, [consumer]).pipe(
+      Effect.provide(Layer.succeed(References.MinimumLogLevel, "Warn"))
+    )
+  )
+  return () => Effect.runPromise(Fiber.interrupt(fiber))
+}
+
 const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
   /** raw amqplib: JSON.parse and one ack per message. */
   amqplib: async () => {
@@ -98,12 +108,7 @@ const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
       onFailure: "reject",
       handler: () => Effect.sync(tick)
     })
-    const fiber = Effect.runFork(
-      Worker.run({ connection: { url: Redacted.make(URL) } }, [consumer]).pipe(
-        Effect.provide(Layer.succeed(References.MinimumLogLevel, "Warn"))
-      )
-    )
-    return () => Effect.runPromise(Fiber.interrupt(fiber))
+    return runWorker(consumer)
   },
 
   /** amqp-connection-manager 5: JSON.parse and one ack per message through its channel wrapper. */
@@ -172,12 +177,7 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
           yield* publisher.publish({ routingKey: results, schema: TaskDone, body: resultBody(task.id), messageId: task.id })
         }).pipe(Effect.ensuring(Effect.sync(tick)))
     })
-    const fiber = Effect.runFork(
-      Worker.run({ connection: { url: Redacted.make(URL) } }, [consumer]).pipe(
-        Effect.provide(Layer.succeed(References.MinimumLogLevel, "Warn"))
-      )
-    )
-    return () => Effect.runPromise(Fiber.interrupt(fiber))
+    return runWorker(consumer)
   },
 
   /** amqp-connection-manager 5: await the wrapper's (confirmed) sendToQueue, then ack. */

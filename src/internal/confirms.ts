@@ -14,7 +14,7 @@
  * @internal
  */
 import type * as amqp from "amqplib"
-import { Effect } from "effect"
+import { Effect, Exit } from "effect"
 import * as Channel from "../Channel.ts"
 
 /** A message ready for amqplib: its body as bytes, and every property, `mandatory` included. */
@@ -36,6 +36,8 @@ export type SendResult =
   | { readonly _tag: "Closed"; readonly reason: string }
 
 const confirmedResult: SendResult = { _tag: "Confirmed" }
+/** The common end as a ready `Exit`: resuming with it allocates nothing. */
+const confirmedExit = Exit.succeed(confirmedResult)
 const notSent: SendResult = { _tag: "NotSent" }
 const returnedResult: SendResult = { _tag: "Returned" }
 const nackedResult: SendResult = { _tag: "Nacked" }
@@ -124,7 +126,7 @@ export const make = (
         const entry: Pending = {
           message,
           deadline,
-          resume: (result) => resume(Effect.succeed(result)),
+          resume: (result) => resume(result === confirmedResult ? confirmedExit : Exit.succeed(result)),
           returned: false,
           done: false
         }
