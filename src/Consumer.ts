@@ -25,9 +25,12 @@
  *   back to the queue too.
  *
  * With the default failure policy (retry), a consumer of queue `q` also
- * declares `q.retry` (a queue whose messages expire after the retry delay and
- * go back to `q`) and `q.dlq` (where messages that will never succeed are
- * parked); `q` itself is declared with `q.retry` as its dead-letter target.
+ * declares `q.retry.<delay>ms` (where a retry's confirmed copy waits out the
+ * delay and goes back to `q`), `q.retry` (the target of the broker's own
+ * dead-lettering from `q`, kept as it is when an earlier version made it with
+ * another delay) and `q.dlq` (where messages that will never succeed are
+ * parked). The machinery is in `internal/`: `subscription.ts` (handler
+ * fibers, timeouts, cancel, drain), `handle.ts`, `decode.ts`, `settle.ts`.
  *
  * @example
  * ```ts

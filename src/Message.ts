@@ -15,7 +15,7 @@ export interface Message<Headers = Readonly<Record<string, unknown>>> {
   readonly queue: string
   /** True when the broker delivered this message before (to this or another consumer). */
   readonly redelivered: boolean
-  /** 1 for the first delivery, 2 after one retry, ... (from the broker's `x-death` record). */
+  /** 1 for the first delivery, 2 after one retry, ... (carried by each retry, see {@link Outcome.attemptOf}). */
   readonly attempt: number
   readonly exchange: string
   readonly routingKey: string

@@ -22,11 +22,12 @@
  *
  * "Dead-letter" means: published, confirmed, to the consumer's dead-letter
  * queue with headers saying why (`x-error-tag`, `x-error-message`,
- * `x-attempts`, `x-original-queue`), then acked. Attempts are counted from
- * the broker's own record (the `x-death` header), so they survive restarts of
- * the worker and of the broker. No rule requeues the same message twice in a
- * row, so no message can loop hot: a transient failure is requeued only once
- * the publisher is usable again.
+ * `x-attempts`, `x-original-queue`), then acked. "Retry" means the same to
+ * the retry queue of the delay, the copy carrying its next attempt
+ * (`x-attempt`), so attempts survive restarts of the worker and of the
+ * broker. No rule requeues the same message twice in a row, so no message can
+ * loop hot: a transient failure is requeued only once the publisher is usable
+ * again.
  *
  * A decision is only sent on the channel that delivered the message. If that
  * channel is gone, nothing is sent: the broker has already put the message
@@ -198,7 +199,7 @@ const ack: Decision = { _tag: "Ack" }
  * @since 0.1.0
  */
 export interface Delivery {
-  /** This delivery's attempt: 1 for the first, counted from `x-death`. */
+  /** This delivery's attempt: 1 for the first ({@link attemptOf}). */
   readonly attempt: number
   readonly redelivered: boolean
   /** The worker interrupted the handler (shutdown grace over, channel lost): not a failure of the message. */
