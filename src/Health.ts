@@ -5,8 +5,10 @@
  * - `GET /healthz`: liveness. 200 while the worker runs, even while the broker
  *   is unreachable (restarting the process would not bring the broker back);
  *   503 once the worker has stopped.
- * - `GET /readyz`: readiness. 200 while connected with every consumer
- *   subscribed; otherwise 503 with a JSON body that says what is missing, e.g.
+ * - `GET /readyz`: readiness. 200 while everything a handler needs is there:
+ *   connected, not blocked by a broker alarm, the publisher's channel open,
+ *   every consumer subscribed; otherwise 503 with a JSON body that says what
+ *   is missing, e.g.
  *   `{"status":"not ready","connection":"reconnecting","attempt":4,"nextRetryMs":1600,...}`,
  *   and 503 from the moment shutdown begins.
  * - `GET /metrics`: the {@link Metrics} in the Prometheus text format.
