@@ -321,7 +321,7 @@ const shutdown = async () => {
   const samples: Array<{ drainMs: number; handlersStartedMsBeforeSignal: number; handledBeforeExit: number }> = []
   for (let i = 0; i < config.drains; i++) {
     const queue = `bench-drain-${i}`
-    await deleteQueues(queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`)
+    await deleteQueues(queue, `${queue}.retry`, `${queue}.retry.5000ms`, `${queue}.dlq`, `${queue}.done`)
     const child = spawn(process.execPath, ["src/main.ts"], {
       cwd: root,
       env: {
@@ -353,7 +353,7 @@ const shutdown = async () => {
     if (code !== 0) throw new Error(`worker exited ${code}`)
     samples.push({ drainMs, handlersStartedMsBeforeSignal: round(signalAt - publishedAt), handledBeforeExit: handled })
     log(`drain ${i + 1}: exit ${drainMs} ms after SIGTERM, ${handled}/100 in-flight handled and acked (handlers take ${workMs} ms)`)
-    await deleteQueues(queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`)
+    await deleteQueues(queue, `${queue}.retry`, `${queue}.retry.5000ms`, `${queue}.dlq`, `${queue}.done`)
   }
   return { inFlight: 100, handlerMs: workMs, medianDrainMs: median(samples.map((s) => s.drainMs)), samples }
 }

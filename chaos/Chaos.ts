@@ -107,6 +107,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
   Effect.gen(function*() {
     const startedAt = Date.now()
     const queue = `chaos-${randomUUID().slice(0, 8)}`
+    // Where the example worker's retries wait (its default RETRY_DELAY_MS).
+    const retryQueue = `${queue}.retry.5000ms`
     const { log } = options
     const unexpectedExits: Array<string> = []
     yield* Effect.addFinalizer(() =>
@@ -114,7 +116,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
         // Whatever happened, the broker runs when the run ends, and the queues go.
         yield* broker.rabbitmqctl("start_app").pipe(Effect.ignore)
         const admin = yield* broker.admin
-        for (const name of [queue, `${queue}.retry`, `${queue}.dlq`, `${queue}.done`]) yield* admin.deleteQueue(name)
+        for (const name of [queue, `${queue}.retry`, retryQueue, `${queue}.dlq`, `${queue}.done`]) yield* admin.deleteQueue(name)
       }).pipe(Effect.scoped, Effect.ignore)
     )
 
@@ -377,7 +379,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     const admin = yield* broker.admin
     const results = (yield* admin.drainQueue(`${queue}.done`)).length
     const deadLettered = yield* admin.ready(`${queue}.dlq`)
-    const retrying = yield* admin.ready(`${queue}.retry`)
+    const retrying = (yield* admin.ready(`${queue}.retry`)) + (yield* admin.ready(retryQueue))
 
     // Handlings a killed worker did not live to log still published their
     // result: the results queue is the broker's count of handlings.
