@@ -28,7 +28,8 @@
  * @since 0.1.0
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, type Runtime, type Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, type Config, Context, Duration, Effect, Exit, Fiber, Layer, type Runtime, type Scope, Stream, SubscriptionRef } from "effect"
+import * as WorkerConfig from "./Config.ts"
 import * as Connection from "./Connection.ts"
 import type * as Consumer from "./Consumer.ts"
 import * as Metrics from "./Metrics.ts"
@@ -222,6 +223,34 @@ export const layer = <R>(
   Layer.effectContext(
     Effect.map(make(options, consumers), (worker) =>
       Context.make(Worker, worker).pipe(Context.add(Publisher.Publisher, worker.publisher)))
+  )
+
+/**
+ * {@link layer} with its options from the environment ({@link WorkerConfig.workerOptions}:
+ * `AMQP_URL`, `AMQP_PREFETCH`, `HANDLER_TIMEOUT_MS`, ...), and `overrides` on top
+ * (e.g. a topology).
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Worker } from "effect-rabbitmq-worker"
+ *
+ * const WorkerLive = Worker.layerConfig([tasks])
+ * Layer.launch(WorkerLive).pipe(Worker.runMain)
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerConfig = <R>(
+  consumers: ReadonlyArray<Consumer.Consumer<R>>,
+  overrides: Partial<WorkerOptions> = {}
+): Layer.Layer<Worker | Publisher.Publisher, Config.ConfigError | Options.InvalidOptions, Exclude<R, Publisher.Publisher>> =>
+  Layer.unwrap(
+    Effect.gen(function*() {
+      const options: WorkerOptions = yield* WorkerConfig.workerOptions
+      return layer({ ...options, ...overrides }, consumers)
+    })
   )
 
 /**

@@ -3,8 +3,11 @@
  * the variable without echoing a secret.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Redacted } from "effect"
+import { ConfigProvider, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import * as WorkerConfig from "../src/Config.ts"
+import * as Consumer from "../src/Consumer.ts"
+import * as Worker from "../src/Worker.ts"
+import * as broker from "./support/broker.ts"
 import { fileURLToPath } from "node:url"
 import * as Connection from "../src/Connection.ts"
 import * as Health from "../src/Health.ts"
@@ -165,5 +168,38 @@ describe("WorkerConfig", () => {
       assert.strictEqual(format.format, "json")
       const error = yield* Effect.flip(level("verbose!"))
       assert.include(error.message, "LOG_LEVEL")
+    }))
+})
+
+describe("Worker.layerConfig", () => {
+  const env = (vars: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromUnknown(vars))
+
+  it.live("builds the worker from the environment, overrides on top", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("layerconfig")
+      const handled: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Schema.Struct({ id: Schema.String }),
+        handler: (task) => Effect.sync(() => handled.push(task.id))
+      })
+      yield* Effect.gen(function*() {
+        const worker = yield* Worker.Worker
+        yield* worker.awaitReady
+        yield* admin.publishTasks(queue, ["e1"])
+        yield* broker.eventually("handled", Effect.sync(() => handled), (h) => h.length === 1)
+      }).pipe(
+        Effect.provide(Worker.layerConfig([consumer], { shutdownGrace: "1 second" })),
+        Effect.provide(env({ AMQP_URL: broker.URL, AMQP_PREFETCH: "5", AMQP_CONNECTION_NAME: broker.uniqueName("layer") }))
+      )
+    }))
+
+  it.live("an environment variable that does not parse fails the layer, naming it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Effect.scoped(Layer.build(Worker.layerConfig<never>([]))).pipe(Effect.provide(env({ AMQP_PREFETCH: "0" })))
+      )
+      assert.include(error.message, "AMQP_PREFETCH")
     }))
 })
