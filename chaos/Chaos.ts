@@ -229,9 +229,14 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
             slot.proxy.resume()
             return slot.index
           case "restart":
-            yield* broker.rabbitmqctl("stop_app")
-            yield* Effect.sleep("1 second")
-            yield* broker.rabbitmqctl("start_app")
+            // Whole or not at all: a stop_app cut short by the end of the
+            // faults would go on in rabbitmqctl and stop the app after the
+            // clean-up started it again.
+            yield* Effect.uninterruptible(Effect.gen(function*() {
+              yield* broker.rabbitmqctl("stop_app")
+              yield* Effect.sleep("1 second")
+              yield* broker.rabbitmqctl("start_app")
+            }))
             return "all" as const
           case "channel": {
             // Only counts when it reached a consumer channel (not mid-reconnect).

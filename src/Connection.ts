@@ -140,6 +140,8 @@ export interface Connection {
   readonly unblocked: Latch.Latch
   /** Each change of the broker's blocking, with its reason when blocked (for the worker's status). */
   readonly blockedChanges: Queue.Dequeue<{ readonly blocked: boolean; readonly reason?: string }>
+  /** The broker's version, as it announced it ("4.3.6"); empty when it did not. */
+  readonly brokerVersion: string
   /** The amqplib connection, for {@link Channel} only. */
   readonly model: amqp.ChannelModel
 }
@@ -331,6 +333,7 @@ export const make = (
       isOpen: () => open,
       unblocked,
       blockedChanges,
+      brokerVersion: typeof model.connection.serverProperties?.version === "string" ? model.connection.serverProperties.version : "",
       model
     } satisfies Connection
   })

@@ -161,6 +161,41 @@ export interface Consumer<out R = never> {
 export type BodySchema = Body
 
 /**
+ * Where the broker itself dead-letters a message of the main queue: a
+ * quorum queue's delivery limit (20 by default on RabbitMQ 4), a length
+ * limit. A quorum queue sends such messages to the dead-letter queue, so
+ * that none is dropped and each says why (`x-first-death-reason`); a classic
+ * queue under a retry policy, to the retry queue of the first delay (as
+ * before quorum queues were supported). Under `"reject"` the user's own
+ * dead-letter exchange, if any, applies.
+ */
+const brokerDeadLetterTarget = (
+  queue: string,
+  type: QueueOptions["type"],
+  policy: Outcome.FailurePolicy,
+  deadLetterQueue: string | undefined
+): Topology.QueueSpec["deadLetter"] => {
+  if (type === "quorum" && deadLetterQueue !== undefined) return { exchange: "", routingKey: deadLetterQueue }
+  return typeof policy === "object" ? { exchange: "", routingKey: `${queue}.retry` } : undefined
+}
+
+/**
+ * A quorum queue's dead-lettering is at most once unless it says
+ * otherwise: at least once needs `x-overflow: reject-publish`, which only
+ * matters once a length limit is set (a publisher then gets a nack instead
+ * of the oldest message being dropped). Left alone when the user chose an
+ * overflow behaviour.
+ */
+const brokerDeadLettering = (
+  type: QueueOptions["type"],
+  args: Readonly<Record<string, unknown>> | undefined,
+  deadLetterQueue: string | undefined
+): Record<string, unknown> =>
+  type === "quorum" && deadLetterQueue !== undefined && args?.["x-overflow"] === undefined
+    ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" }
+    : {}
+
+/**
  * Describes a consumer. Its options are checked now; a {@link Worker} given
  * a consumer with a bad option fails with `InvalidOptions` before it
  * connects.
@@ -190,10 +225,8 @@ export const make = <
         name: queue,
         type,
         durable: options.queueOptions?.durable,
-        arguments: options.queueOptions?.arguments,
-        // Where the broker itself dead-letters (a quorum queue's delivery
-        // limit, a queue length limit): the retry queue of the first delay.
-        deadLetter: typeof policy === "object" ? { exchange: "", routingKey: `${queue}.retry` } : undefined
+        arguments: { ...brokerDeadLettering(type, options.queueOptions?.arguments, deadLetterQueue), ...options.queueOptions?.arguments },
+        deadLetter: brokerDeadLetterTarget(queue, type, policy, deadLetterQueue)
       },
       ...(typeof policy === "object"
         ? [

@@ -56,7 +56,11 @@ export class DeadLettersError extends Data.TaggedError("DeadLettersError")<{
  */
 export interface Parked {
   readonly messageId: string | undefined
-  /** `x-error-tag`: e.g. `InvalidBody`, `HandlerTimeout`, the handler error's `_tag`, `Defect`. */
+  /**
+   * `x-error-tag`: e.g. `InvalidBody`, `HandlerTimeout`, `DeliveryLimit`, the
+   * handler error's `_tag`, `Defect`; for a message the broker dead-lettered
+   * itself, `broker:` and its reason (`broker:delivery_limit`).
+   */
   readonly reason: string | undefined
   /** `x-error-message`. */
   readonly message: string | undefined
@@ -112,10 +116,15 @@ export const deadLetterQueueOf = (queue: string): string => queue.endsWith(".dlq
 /** The headers the worker adds when it parks a message (and the broker's record of dead-lettering). */
 const parkingHeaders = (key: string): boolean =>
   key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts" || key === "x-attempt" || key === "x-death" ||
-  key.startsWith("x-first-death-") || key.startsWith("x-last-death-")
+  key.startsWith("x-first-death-") || key.startsWith("x-last-death-") || key === "x-delivery-count" || key === "x-acquired-count"
 
 const text = (value: unknown): string | undefined =>
   typeof value === "string" ? value : Buffer.isBuffer(value) ? value.toString("utf8") : undefined
+
+const brokerReason = (reason: unknown): string | undefined => {
+  const value = text(reason)
+  return value === undefined ? undefined : `broker:${value}`
+}
 
 const summary = (message: amqp.GetMessage): Parked => {
   const headers = message.properties.headers ?? {}
@@ -123,7 +132,8 @@ const summary = (message: amqp.GetMessage): Parked => {
   const timestamp: unknown = message.properties.timestamp
   return {
     messageId: text(message.properties.messageId),
-    reason: text(headers["x-error-tag"]),
+    // Parked by the broker itself (a quorum queue's delivery limit, a length limit): its reason.
+    reason: text(headers["x-error-tag"]) ?? brokerReason(headers["x-first-death-reason"]),
     message: text(headers["x-error-message"]),
     attempts: typeof attempts === "number" ? attempts : undefined,
     originalExchange: text(headers["x-original-exchange"]),

@@ -150,3 +150,42 @@ describe("Outcome.attemptOf", () => {
     assert.strictEqual(Outcome.attemptOf({ "x-death": [null, 3, { queue: "q", reason: "rejected", count: "2" }] }, "q"), 1)
   })
 })
+
+describe("Outcome delivery counts", () => {
+  it("a broker's x-delivery-count counts only failures from RabbitMQ 4.3 on", () => {
+    for (const version of ["4.3.0", "4.3.6", "4.10.1", "5.0.0"]) assert.isTrue(Outcome.countsFailedDeliveries(version), version)
+    for (const version of ["3.10.8", "3.13.7", "4.0.5", "4.2.1", "", "unknown"]) assert.isFalse(Outcome.countsFailedDeliveries(version), version)
+  })
+
+  it("failed deliveries come from x-delivery-count, and each is an attempt", () => {
+    assert.strictEqual(Outcome.failedDeliveriesOf(undefined), 0)
+    assert.strictEqual(Outcome.failedDeliveriesOf({ "x-delivery-count": 2 }), 2)
+    assert.strictEqual(Outcome.failedDeliveriesOf({ "x-delivery-count": "2" }), 0)
+    assert.strictEqual(Outcome.failedDeliveriesOf({ "x-delivery-count": -1 }), 0)
+    assert.strictEqual(Outcome.attemptOf({ "x-delivery-count": 2 }, "q", 2), 3)
+    // A retried copy on its third attempt that then crashed the worker once.
+    assert.strictEqual(Outcome.attemptOf({ [Outcome.attemptHeader]: 3 }, "q", 1), 4)
+    // Retried by an earlier version (two rejections through the retry queue), then one crash.
+    const legacy = { "x-death": [{ queue: "q", reason: "rejected", count: 2 }] }
+    assert.strictEqual(Outcome.attemptOf(legacy, "q", 1), 4)
+  })
+
+  it("a message past its attempts without ever being settled is parked (rejected under reject) before it runs", () => {
+    const retry = Outcome.retry({ maxAttempts: 3, delay: "1 second" })
+    assert.isUndefined(Outcome.unsettled(retry, 3, 2))
+    // Past maxAttempts only through a retry of an older policy: it still runs.
+    assert.isUndefined(Outcome.unsettled(retry, 4, 0))
+    const parked = Outcome.unsettled(retry, 4, 3)
+    assert.strictEqual(parked?._tag, "DeadLetter")
+    if (parked?._tag === "DeadLetter") {
+      assert.strictEqual(parked.failure.tag, "DeliveryLimit")
+      assert.strictEqual(parked.failure.attempts, 3)
+    }
+    const limit = Outcome.unsettledDeliveryLimit
+    for (const policy of ["dead-letter", "requeue"] as const) {
+      assert.isUndefined(Outcome.unsettled(policy, limit, limit - 1))
+      assert.strictEqual(Outcome.unsettled(policy, limit + 1, limit)?._tag, "DeadLetter")
+    }
+    assert.strictEqual(Outcome.unsettled("reject", limit + 1, limit)?._tag, "Reject")
+  })
+})

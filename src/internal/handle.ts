@@ -62,7 +62,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
   }
 
-  return (delivery, attempt, slot, state, restore, next) => {
+  return (delivery, attempt, failedDeliveries, slot, state, restore, next) => {
     const startedAt = performance.now()
     metrics.received()
 
@@ -80,6 +80,10 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
         redelivered: delivery.fields.redelivered,
         interruptedByWorker: state.stopping()
       })
+
+    // Crashed the worker on every attempt: parked without running again.
+    const spent = Outcome.unsettled(policy, attempt, failedDeliveries)
+    if (spent !== undefined) return andThen(finish(spent), next)
 
     const prepared = options.prepare(delivery, options.maxBodyBytes, attempt)
     if (prepared instanceof Outcome.DecodeError) return andThen(finish(decide(Exit.fail(prepared))), next)

@@ -169,7 +169,7 @@ export const settler = (
  * and properties. Not kept: the expiration (it would drop the copy from the
  * queue it waits in), the user id (the broker refuses one that is not the
  * publisher's), the delivery mode (a copy is always persistent), the
- * deprecated cluster id.
+ * deprecated cluster id, the broker's delivery counts.
  */
 const copyOf = (delivery: amqp.ConsumeMessage, routingKey: string): Publisher.RawMessage => {
   const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
@@ -181,9 +181,19 @@ const copyOf = (delivery: amqp.ConsumeMessage, routingKey: string): Publisher.Ra
       ...definedOnly(properties),
       messageId: stringOrUndefined(messageId) ?? randomUUID(),
       persistent: true,
-      headers: { ...headers }
+      headers: withoutDeliveryCounts(headers)
     }
   }
+}
+
+/**
+ * The broker's counts of this delivery go: a copy is a new message, and a
+ * quorum queue would take a copied `x-delivery-count` for its own (it adds
+ * the header only once it counted one).
+ */
+const withoutDeliveryCounts = (headers: amqp.MessagePropertyHeaders | undefined): Record<string, unknown> => {
+  const { "x-delivery-count": _d, "x-acquired-count": _a, ...rest } = headers ?? {}
+  return rest
 }
 
 /** The copy parked in the dead-letter queue, with headers that say why. */

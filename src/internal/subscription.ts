@@ -62,6 +62,8 @@ export interface State {
 export type Handle<R> = (
   delivery: amqp.ConsumeMessage,
   attempt: number,
+  /** The broker's count of this message's deliveries that ended unsettled (0 where it counts every return). */
+  failedDeliveries: number,
   slot: Slot,
   state: State,
   restore: <A, E, R1>(effect: Effect.Effect<A, E, R1>) => Effect.Effect<A, E, R1>,
@@ -98,6 +100,8 @@ export const subscribe = <R>(
     let voided = false
     let pumpScheduled = false
     const state: State = { stopping: () => stopping, voided: () => voided }
+    // Read once a connection: whether the broker's delivery count is one of failures.
+    const countsFailures = Outcome.countsFailedDeliveries(connection.brokerVersion)
     const paused = () => !connection.unblocked.isOpen()
 
     /**
@@ -126,13 +130,15 @@ export const subscribe = <R>(
             return Effect.void
           }
           const messageId = stringOrUndefined(delivery.properties.messageId)
-          const attempt = Outcome.attemptOf(delivery.properties.headers, queue)
+          const headers = delivery.properties.headers
+          const failed = countsFailures ? Outcome.failedDeliveriesOf(headers) : 0
+          const attempt = Outcome.attemptOf(headers, queue, failed)
           fiber.setContext(Context.add(
             base,
             References.CurrentLogAnnotations,
             messageId === undefined ? { ...annotations, attempt } : { ...annotations, messageId, attempt }
           ))
-          return options.handle(delivery, attempt, slot, state, restore, next)
+          return options.handle(delivery, attempt, failed, slot, state, restore, next)
         })
         return next
       })

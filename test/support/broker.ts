@@ -13,12 +13,26 @@ import * as Topology from "../../src/Topology.ts"
 export const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 export const url = Redacted.make(URL)
 
+/** The broker's host and port, from `AMQP_URL` (its first address). */
+export const address = (() => {
+  const first = new globalThis.URL(URL.split(",")[0]!.trim())
+  return { host: first.hostname, port: Number(first.port || 5672) }
+})()
+
+/**
+ * The command that runs `rabbitmqctl` for the broker under test: the
+ * machine's own by default; `RABBITMQCTL` names another (the 4.3 node's runs
+ * in its chroot: `scripts/rabbitmq4.sh ctl single`).
+ */
+export const rabbitmqctlCommand: ReadonlyArray<string> = (process.env.RABBITMQCTL ?? "rabbitmqctl").split(" ").filter((word) => word.length > 0)
+
 /** A name no other test (or earlier run) uses. */
 export const uniqueName = (prefix: string) => `test-${prefix}-${randomUUID().slice(0, 8)}`
 
 export const rabbitmqctl = (...args: ReadonlyArray<string>) =>
   Effect.callback<string, Error>((resume) => {
-    execFile("rabbitmqctl", [...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+    const [command, ...prefix] = rabbitmqctlCommand
+    execFile(command!, [...prefix, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
       resume(error ? Effect.fail(new Error(`rabbitmqctl ${args.join(" ")}: ${stderr || error.message}`)) : Effect.succeed(stdout))
     })
   }).pipe(Effect.orDie)
@@ -127,6 +141,8 @@ export interface Admin {
   readonly drainQueue: (queue: string) => Effect.Effect<ReadonlyArray<amqp.GetMessage>>
   /** Messages ready in the queue (queue.declare passive). */
   readonly ready: (queue: string) => Effect.Effect<number>
+  /** Messages ready in the queue, or undefined while it does not exist (on a channel of its own: a 404 closes it). */
+  readonly readyIfExists: (queue: string) => Effect.Effect<number | undefined>
   readonly deleteQueue: (queue: string) => Effect.Effect<void>
   readonly channel: amqp.ConfirmChannel
   readonly connection: amqp.ChannelModel
@@ -202,6 +218,14 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
         }
       }),
     ready: (queue) => Effect.promise(() => channel.checkQueue(queue).then((q) => q.messageCount)),
+    readyIfExists: (queue) =>
+      Effect.promise(async () => {
+        const ch = await connection.createChannel()
+        ch.on("error", () => {})
+        const count = await ch.checkQueue(queue).then((q) => q.messageCount, () => undefined)
+        if (count !== undefined) await ch.close().catch(() => undefined)
+        return count
+      }),
     deleteQueue
   }
 })

@@ -17,6 +17,7 @@
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { Effect, type Scope } from "effect"
+import * as broker from "./broker.ts"
 
 export interface Proxy {
   readonly port: number
@@ -111,7 +112,7 @@ const listen = (server: net.Server, port: number) =>
   })
 
 export const make = (
-  target: { readonly host: string; readonly port: number } = { host: "127.0.0.1", port: 5672 },
+  target: { readonly host: string; readonly port: number } = broker.address,
   options: { readonly listening?: boolean; readonly tls?: tls.TlsOptions } = {}
 ): Effect.Effect<Proxy, never, Scope.Scope> =>
   Effect.gen(function*() {
