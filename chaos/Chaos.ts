@@ -12,6 +12,21 @@
  * - `sigterm`: a worker is stopped gracefully and started again;
  * - `sigkill`: once per run, a worker is killed outright and started again.
  *
+ * With `cluster` the workers run on the three-node RabbitMQ 4.3 cluster
+ * (test/support/cluster.ts) with every address in `AMQP_URL` and quorum
+ * queues, and the broker faults are the cluster's:
+ *
+ * - `node-stop`: one node's app stops for 5 s, then starts: first the leader
+ *   of the main queue, then each other node in turn (so every queue's leader
+ *   is stopped at least once), then random nodes;
+ * - `node-kill`: once per run, a node's Erlang VM is killed (kill -9) and
+ *   started again;
+ * - `close`, `sigterm`, `sigkill` as above.
+ *
+ * A majority of nodes is up throughout, so handling must not stall: the
+ * report has the longest gap between handled tasks (while tasks waited)
+ * around each fault, and a cluster run fails on one over 5 s.
+ *
  * Deleting the queue destroys its messages by definition, so the consumer
  * cancel is left to the integration tests.
  *
@@ -23,13 +38,18 @@
  * @since 0.1.0
  */
 import { randomUUID } from "node:crypto"
-import { Effect, Exit, Fiber, Schema, Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Redacted, Schema, Scope } from "effect"
 import * as Worker from "../src/Worker.ts"
 import * as broker from "../test/support/broker.ts"
+import * as Cluster from "../test/support/cluster.ts"
 import { messageText, spawnWorker, type WorkerProcess } from "../test/support/process.ts"
 import * as Proxy from "../test/support/proxy.ts"
+import * as Stalls from "./stalls.ts"
 
-export type FaultKind = "close" | "pause" | "restart" | "channel" | "sigterm" | "sigkill"
+export type FaultKind = "close" | "pause" | "restart" | "channel" | "sigterm" | "sigkill" | "node-stop" | "node-kill"
+
+/** The longest handling stall a cluster run accepts while a majority of nodes is up. */
+export const maxStallMs = 5000
 
 export interface ChaosOptions {
   readonly tasks: number
@@ -40,6 +60,12 @@ export interface ChaosOptions {
   /** Simulated work per task in the workers. */
   readonly workMs: number
   readonly faults: ReadonlyArray<FaultKind>
+  /** On the three-node 4.3 cluster, with quorum queues (see the module's doc). */
+  readonly cluster?: boolean | undefined
+  /** Every `failEvery`-th task fails its first attempt, so retries go through the broker's retry queue. 0: none. */
+  readonly failEvery?: number | undefined
+  /** The workers' retry delay (RETRY_DELAY_MS). Default 5000. */
+  readonly retryDelayMs?: number | undefined
   /** Gives up (and reports) after this long. */
   readonly timeoutMs: number
   readonly log: (line: string) => void
@@ -50,8 +76,12 @@ export interface Fault {
   readonly worker: number | "all"
   readonly at: number
   readonly tookMs: number
+  /** What it hit, when that says more than the worker (the node, and the queues it led). */
+  readonly detail?: string | undefined
   /** Duplicates charged to this fault: it made the worker lose the ack of their first handling. */
   duplicates: number
+  /** The longest gap between handled tasks, while tasks waited, from the fault until 10 s after it ended. */
+  longestStallMs: number
 }
 
 export interface ChaosReport {
@@ -72,7 +102,9 @@ export interface ChaosReport {
   readonly channelErrors: number
   readonly publishRetries: number
   readonly faults: ReadonlyArray<Fault>
-  readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number }>>
+  readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number }>>
+  /** The longest gap between handled tasks while tasks waited, over the whole run. */
+  readonly longestStallMs: number
   readonly unexpectedExits: ReadonlyArray<string>
   readonly final: { readonly ready: number; readonly unacked: number; readonly deadLettered: number; readonly retrying: number }
   readonly results: number
@@ -81,7 +113,7 @@ export interface ChaosReport {
   readonly problems: ReadonlyArray<string>
 }
 
-const Task = Schema.Struct({ id: Schema.String })
+const Task = Schema.Struct({ id: Schema.String, failAttempts: Schema.optional(Schema.Number) })
 
 interface Handling {
   readonly id: string
@@ -93,7 +125,8 @@ interface Handling {
 interface Slot {
   readonly index: number
   readonly name: string
-  readonly proxy: Proxy.Proxy
+  /** Its TCP proxy to the single broker; none on a cluster. */
+  readonly proxy: Proxy.Proxy | undefined
   process: WorkerProcess
   scope: Scope.Closeable
   /** Incarnations whose logs are done (stopped or killed). */
@@ -107,22 +140,27 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
   Effect.gen(function*() {
     const startedAt = Date.now()
     const queue = `chaos-${randomUUID().slice(0, 8)}`
-    // Where the example worker's retries wait (its default RETRY_DELAY_MS).
-    const retryQueue = `${queue}.retry.5000ms`
+    const cluster = options.cluster === true
+    const retryDelayMs = options.retryDelayMs ?? 5000
+    // Where the example worker's retries wait.
+    const retryQueue = `${queue}.retry.${retryDelayMs}ms`
+    const queues = [queue, `${queue}.retry`, retryQueue, `${queue}.dlq`, `${queue}.done`]
     const { log } = options
     const unexpectedExits: Array<string> = []
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         // Whatever happened, the broker runs when the run ends, and the queues go.
-        yield* broker.rabbitmqctl("start_app").pipe(Effect.ignore)
+        yield* (cluster ? Cluster.up : broker.rabbitmqctl("start_app")).pipe(Effect.ignore)
         const admin = yield* broker.admin
-        for (const name of [queue, `${queue}.retry`, retryQueue, `${queue}.dlq`, `${queue}.done`]) yield* admin.deleteQueue(name)
+        for (const name of queues) yield* admin.deleteQueue(name)
       }).pipe(Effect.scoped, Effect.ignore)
     )
 
-    const env = (slot: { readonly name: string; readonly proxy: Proxy.Proxy }) => ({
-      AMQP_URL: slot.proxy.url,
+    const env = (slot: { readonly name: string; readonly proxy: Proxy.Proxy | undefined }) => ({
+      AMQP_URL: slot.proxy?.url ?? Cluster.URL,
       AMQP_QUEUE: queue,
+      AMQP_QUEUE_TYPE: cluster ? "quorum" : "classic",
+      RETRY_DELAY_MS: String(retryDelayMs),
       AMQP_CONNECTION_NAME: slot.name,
       AMQP_PREFETCH: String(options.prefetch),
       AMQP_HEARTBEAT_SECONDS: "1",
@@ -133,7 +171,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       LOG_LEVEL: "Info"
     })
 
-    const launch = (slot: { readonly name: string; readonly proxy: Proxy.Proxy }) =>
+    const launch = (slot: { readonly name: string; readonly proxy: Proxy.Proxy | undefined }) =>
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         const process = yield* spawnWorker(env(slot)).pipe(Scope.provide(scope))
@@ -143,7 +181,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
 
     const slots: Array<Slot> = []
     for (let index = 0; index < options.workers; index++) {
-      const proxy = yield* Proxy.make()
+      const proxy = cluster ? undefined : yield* Proxy.make()
       const name = `${queue}-w${index}`
       const { process, scope } = yield* launch({ name, proxy })
       slots.push({ index, name, proxy, process, scope, past: [], stopping: false })
@@ -162,7 +200,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
 
     // The publisher: every task is published until the broker confirms it.
     const publisherWorker = yield* Worker.make<never>({
-      connection: { url: broker.url, name: `${queue}-publisher` },
+      connection: { url: cluster ? Redacted.make(Cluster.URL) : broker.url, name: `${queue}-publisher` },
       reconnect: { base: "100 millis", max: "1 second" },
       publisher: { timeout: "3 seconds", maxWaiting: 10_000 }
     }, []).pipe(Effect.orDie)
@@ -173,10 +211,20 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     // so they may be in the queue twice.
     const republished = new Set<string>()
     const ids = Array.from({ length: options.tasks }, (_, i) => `t${i}`)
+    const failEvery = options.failEvery ?? 0
+    const bodyOf = (id: string) => {
+      const n = Number(id.slice(1))
+      return failEvery > 0 && n % failEvery === 0 ? { id, failAttempts: 1 } : { id }
+    }
+    // When each confirm came: tasks waiting for a worker, for the stall measure.
+    const confirmedAt: Array<number> = []
     const publishOne = (id: string): Effect.Effect<void> =>
-      publisherWorker.publisher.publish({ routingKey: queue, schema: Task, body: { id }, messageId: id }).pipe(
+      publisherWorker.publisher.publish({ routingKey: queue, schema: Task, body: bodyOf(id), messageId: id }).pipe(
         Effect.matchEffect({
-          onSuccess: () => Effect.sync(() => void confirmed++),
+          onSuccess: () => Effect.sync(() => {
+            confirmed++
+            confirmedAt.push(Date.now())
+          }),
           onFailure: (error) =>
             Effect.sync(() => {
               publishRetries++
@@ -215,14 +263,42 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
         slot.stopping = false
         yield* watch(slot)
       }))
+    // The cluster's nodes in the order node-stop takes them: the main queue's leader first.
+    const stopOrder: Array<Cluster.NodeKey> = []
+    const nodeFault = (kind: "node-stop" | "node-kill") =>
+      Effect.gen(function*() {
+        const led = yield* Cluster.leaders(queues)
+        if (stopOrder.length === 0) {
+          const first = Cluster.nodeNamed(led[queue] ?? "")?.key ?? "a"
+          stopOrder.push(first, ...Cluster.nodes.map((n) => n.key).filter((key) => key !== first))
+        }
+        const key = kind === "node-stop" && stopOrder.length > 0 && faults.filter((f) => f.kind === "node-stop").length < 3
+          ? stopOrder[faults.filter((f) => f.kind === "node-stop").length]!
+          : Cluster.nodes[Math.floor(Math.random() * Cluster.nodes.length)]!.key
+        const node = Cluster.nodes.find((n) => n.key === key)!
+        const leading = Object.entries(led).filter(([, leader]) => leader === node.name).map(([name]) => name.slice(queue.length) || "(main)")
+        if (kind === "node-stop") {
+          yield* Cluster.stopApp(key)
+          yield* Effect.sleep("5 seconds")
+          yield* Cluster.startApp(key)
+        } else {
+          yield* Cluster.kill(key)
+          yield* Effect.sleep("2 seconds")
+          yield* Cluster.up
+        }
+        return `${node.name}, leader of ${leading.length === 0 ? "no queue of the run" : leading.join(" ")}`
+      })
+    let detail: string | undefined
     const inject = (kind: FaultKind) =>
       Effect.gen(function*() {
         const slot = slots[Math.floor(Math.random() * slots.length)]!
+        detail = undefined
         switch (kind) {
           case "close":
             yield* broker.closeConnectionsNamed(slot.name)
             return slot.index
           case "pause":
+            if (slot.proxy === undefined) return undefined
             slot.proxy.pause()
             // Heartbeats every second: the client gives up after about two.
             yield* Effect.sleep("3500 millis")
@@ -240,7 +316,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
             return "all" as const
           case "channel": {
             // Only counts when it reached a consumer channel (not mid-reconnect).
-            const reached = slot.proxy.injectChannelError()
+            const reached = slot.proxy?.injectChannelError() ?? 0
             return reached > 0 ? slot.index : undefined
           }
           case "sigterm":
@@ -249,6 +325,10 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
           case "sigkill":
             yield* restartSlot(slot, "SIGKILL")
             return slot.index
+          case "node-stop":
+          case "node-kill":
+            detail = yield* Effect.uninterruptible(nodeFault(kind))
+            return "all" as const
         }
       })
     const plan = [...options.faults]
@@ -256,8 +336,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     const faultLoop = Effect.gen(function*() {
       while (true) {
         yield* Effect.sleep(random(250, 1000))
-        // Every kind once, in a random order, then random kinds; one SIGKILL.
-        const pool = options.faults.filter((kind) => kind !== "sigkill")
+        // Every kind once, in a random order, then random kinds; one SIGKILL, one node kill.
+        const pool = options.faults.filter((kind) => kind !== "sigkill" && kind !== "node-kill")
         const planned = next < plan.length
         const kind = planned ? plan[next++]! : pool[Math.floor(Math.random() * pool.length)]!
         const at = Date.now()
@@ -267,12 +347,17 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
           if (planned) next--
           continue
         }
-        faults.push({ kind, worker, at, tookMs: Date.now() - at, duplicates: 0 })
-        log(`fault ${faults.length}: ${kind} (${worker === "all" ? "all workers" : `worker ${worker}`})`)
+        faults.push({ kind, worker, at, tookMs: Date.now() - at, detail, duplicates: 0, longestStallMs: 0 })
+        log(`fault ${faults.length}: ${kind} (${worker === "all" ? "all workers" : `worker ${worker}`}${detail === undefined ? "" : `; ${detail}`})`)
       }
     })
     plan.sort(() => Math.random() - 0.5)
-    const faulting = yield* Effect.forkScoped(faultLoop)
+    // On a cluster, every node is stopped once: three node-stops in the plan.
+    if (cluster && plan.includes("node-stop")) plan.push("node-stop", "node-stop")
+    // A fault that cannot be injected ends the run's faults: said, not swallowed.
+    const faulting = yield* Effect.forkScoped(faultLoop.pipe(
+      Effect.tapCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.sync(() => log(`faults stopped: ${Cause.pretty(cause)}`)))
+    ))
 
     // Until everything is confirmed and handled, or the time is up.
     const handledIds = () => {
@@ -297,8 +382,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     }
     // Faults stop once all is handled; whatever one left behind is undone.
     yield* Fiber.interrupt(faulting)
-    yield* broker.rabbitmqctl("start_app").pipe(Effect.ignore)
-    for (const slot of slots) slot.proxy.resume()
+    yield* (cluster ? Cluster.up : broker.rabbitmqctl("start_app")).pipe(Effect.ignore)
+    for (const slot of slots) slot.proxy?.resume()
     log("faults stopped; waiting for the queue to settle")
     const final = yield* broker.eventually(
       "the queue settled",
@@ -334,6 +419,13 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       }
     }
     handlings.sort((a, b) => a.at - b.at)
+
+    // Stalls: gaps in handling while confirmed tasks waited (see stalls.ts).
+    const firstAt = new Map<string, number>()
+    for (const h of handlings) if (!firstAt.has(h.id)) firstAt.set(h.id, h.at)
+    const found = Stalls.stalls(handlings.map((h) => h.at), [...firstAt.values()], confirmedAt)
+    const longestStallMs = Stalls.longestIn(found, 0, Number.POSITIVE_INFINITY)
+    for (const fault of faults) fault.longestStallMs = Stalls.longestIn(found, fault.at, fault.at + fault.tookMs + 10_000)
 
     // When each worker lost its channel, by its own logs (a reconnect, a new
     // channel, a shutdown), or was killed: the moments an ack could be lost.
@@ -397,12 +489,13 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       }
     }
 
-    const faultCounts: Record<string, { count: number; duplicates: number; maxDuplicates: number }> = {}
+    const faultCounts: Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number }> = {}
     for (const fault of faults) {
-      const entry = faultCounts[fault.kind] ??= { count: 0, duplicates: 0, maxDuplicates: 0 }
+      const entry = faultCounts[fault.kind] ??= { count: 0, duplicates: 0, maxDuplicates: 0, longestStallMs: 0 }
       entry.count++
       entry.duplicates += fault.duplicates
       entry.maxDuplicates = Math.max(entry.maxDuplicates, fault.duplicates)
+      entry.longestStallMs = Math.max(entry.longestStallMs, fault.longestStallMs)
     }
 
     const problems: Array<string> = []
@@ -414,6 +507,14 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     if (results < seen.size) problems.push(`${results} results for ${seen.size} handled tasks`)
     if (unattributed > 0) problems.push(`${unattributed} duplicates that no fault explains`)
     if (options.faults.includes("channel") && channelErrors === 0) problems.push("no worker reported a channel error")
+    // A majority of the cluster's nodes is up through every fault: handling goes on.
+    if (cluster) {
+      for (const fault of faults) {
+        if (fault.longestStallMs > maxStallMs) {
+          problems.push(`handling stalled ${fault.longestStallMs} ms around ${fault.kind} at ${new Date(fault.at).toISOString()}`)
+        }
+      }
+    }
     for (const kind of new Set(options.faults)) {
       if (faultCounts[kind] === undefined) problems.push(`fault ${kind} never happened`)
     }
@@ -440,6 +541,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       publishRetries,
       faults,
       faultCounts,
+      longestStallMs,
       unexpectedExits,
       final: { ready: final.ready, unacked: final.unacked, deadLettered, retrying },
       results,
@@ -465,20 +567,24 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ["queue at the end (ready / unacked)", `${report.final.ready} / ${report.final.unacked}`],
     ["dead-lettered / retrying", `${report.final.deadLettered} / ${report.final.retrying}`],
     ["unexpected worker exits", String(report.unexpectedExits.length)],
+    ["longest stall while tasks waited", `${report.longestStallMs} ms`],
     ["duration", `${(report.durationMs / 1000).toFixed(1)} s`]
   ]
   const faults = Object.entries(report.faultCounts).map(([kind, entry]) => [
     kind,
     String(entry.count),
     String(entry.duplicates),
-    `${entry.maxDuplicates} (prefetch ${prefetch})`
+    `${entry.maxDuplicates} (prefetch ${prefetch})`,
+    `${entry.longestStallMs} ms`
   ])
   const width = Math.max(...rows.map(([label]) => label!.length))
   return [
     ...rows.map(([label, value]) => `${label!.padEnd(width)}  ${value}`),
     "",
-    `${"fault".padEnd(10)} ${"count".padStart(6)} ${"duplicates".padStart(11)}  max per fault (from the logs)`,
-    ...faults.map(([kind, count, dups, max]) => `${kind!.padEnd(10)} ${count!.padStart(6)} ${dups!.padStart(11)}  ${max}`),
+    `${"fault".padEnd(10)} ${"count".padStart(6)} ${"duplicates".padStart(11)}  ${"max per fault (from the logs)".padEnd(30)} longest stall`,
+    ...faults.map(([kind, count, dups, max, stall]) =>
+      `${kind!.padEnd(10)} ${count!.padStart(6)} ${dups!.padStart(11)}  ${max!.padEnd(30)} ${stall}`
+    ),
     "",
     report.ok ? "OK: no task lost, no worker crashed" : `FAILED:\n- ${report.problems.join("\n- ")}`
   ].join("\n")

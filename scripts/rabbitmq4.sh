@@ -101,7 +101,16 @@ CONF
     rabbitmq-server -detached
 }
 
-await_node() { ctl "$1" await_startup --timeout 120 >/dev/null; }
+# A node started detached registers with epmd a moment later: until then
+# await_startup fails at once ("not running at all").
+await_node() {
+  local i
+  for i in $(seq 1 120); do
+    ctl "$1" ping >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  ctl "$1" await_startup --timeout 120 >/dev/null
+}
 
 form_cluster() {
   local key

@@ -1,13 +1,14 @@
 /**
  * The example worker process (`npm start`).
  *
- * Consumes JSON tasks `{ "id": string, ... }` from `AMQP_QUEUE` (default
+ * Consumes JSON tasks `{ "id": string, "failAttempts"?: number }` from `AMQP_QUEUE` (default
  * `tasks`, a `AMQP_QUEUE_TYPE` queue: `classic`, the default, or `quorum`), simulates `WORK_MS` milliseconds of work (default 0), publishes
  * one confirmed result `{ "id", "worker", "handledAt" }` per task to
  * `AMQP_RESULT_QUEUE` (default `<queue>.done`) and logs one line per handled
  * task with its id. `/healthz`, `/readyz` and `/metrics` are served on
  * `HTTP_HOST:HTTP_PORT` (default 127.0.0.1:9464), and spans are exported
- * when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A failing task is retried `RETRY_MAX_ATTEMPTS` times
+ * when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A task fails its first
+ * `failAttempts` attempts (default 0), to show retries. A failing task is retried `RETRY_MAX_ATTEMPTS` times
  * (default 5), `RETRY_DELAY_MS` apart (default 5000), then parked in
  * `<queue>.dlq`. Everything else is configured as in {@link WorkerConfig}
  * and {@link Logging}. SIGTERM or SIGINT drain the worker and exit 0.
@@ -18,7 +19,7 @@
  * @since 0.1.0
  */
 import { hostname } from "node:os"
-import { Cause, Config, Duration, Effect, Option, Schema } from "effect"
+import { Cause, Config, Data, Duration, Effect, Option, Schema } from "effect"
 import * as Connection from "./Connection.ts"
 import * as Consumer from "./Consumer.ts"
 import * as Health from "./Health.ts"
@@ -32,7 +33,17 @@ import * as Topology from "./Topology.ts"
 import * as Worker from "./Worker.ts"
 import * as WorkerConfig from "./Config.ts"
 
-const Task = Schema.Struct({ id: Schema.String })
+const Task = Schema.Struct({
+  id: Schema.String,
+  // A demonstration of retries: the task fails its first `failAttempts` attempts.
+  failAttempts: Schema.optional(Schema.Int)
+})
+
+class TaskFailed extends Data.TaggedError("TaskFailed")<{ readonly id: string; readonly attempt: number }> {
+  override get message() {
+    return `task ${this.id} failed on attempt ${this.attempt} (as it asked: failAttempts)`
+  }
+}
 const TaskDone = Schema.Struct({ id: Schema.String, worker: Schema.String, handledAt: Schema.String })
 
 const example = Config.all({
@@ -57,9 +68,10 @@ const worker = Effect.gen(function*() {
     // Its retry and dead-letter queues follow it; so does the result queue, below.
     queueOptions: { type: queueType },
     onFailure: Outcome.retry({ maxAttempts: config.retryMaxAttempts, delay: Duration.millis(config.retryDelayMs) }),
-    handler: (task) =>
+    handler: (task, message) =>
       Effect.gen(function*() {
         yield* Effect.sleep(Duration.millis(workMs))
+        if (message.attempt <= (task.failAttempts ?? 0)) return yield* new TaskFailed({ id: task.id, attempt: message.attempt })
         const publisher = yield* Publisher.Publisher
         // The result carries the task's id as its message id: a consumer of
         // results can drop the duplicates a redelivery may cause.

@@ -13,11 +13,27 @@ import * as Topology from "../../src/Topology.ts"
 export const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 export const url = Redacted.make(URL)
 
+/** Each address of `AMQP_URL` (a cluster's nodes are comma-separated). */
+export const URLS: ReadonlyArray<string> = URL.split(",").map((u) => u.trim()).filter((u) => u.length > 0)
+
 /** The broker's host and port, from `AMQP_URL` (its first address). */
 export const address = (() => {
-  const first = new globalThis.URL(URL.split(",")[0]!.trim())
+  const first = new globalThis.URL(URLS[0]!)
   return { host: first.hostname, port: Number(first.port || 5672) }
 })()
+
+/** A connection to the first address that takes one (a cluster's node may be down). */
+const connectAny = async (options?: { readonly clientProperties?: Record<string, string> }): Promise<amqp.ChannelModel> => {
+  let last: unknown
+  for (const url of URLS) {
+    try {
+      return await amqp.connect(url, options)
+    } catch (error) {
+      last = error
+    }
+  }
+  throw last
+}
 
 /**
  * The command that runs `rabbitmqctl` for the broker under test: the
@@ -151,7 +167,7 @@ export interface Admin {
 /** A connection for the test itself, closed when the scope closes. */
 export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(function*() {
   const connection = yield* Effect.acquireRelease(
-    Effect.promise(() => amqp.connect(URL, { clientProperties: { connection_name: "test-admin" } })),
+    Effect.promise(() => connectAny({ clientProperties: { connection_name: "test-admin" } })),
     (c) => Effect.promise(() => c.close().catch(() => undefined))
   )
   connection.on("error", () => {})
@@ -173,7 +189,7 @@ export const admin: Effect.Effect<Admin, never, Scope.Scope> = Effect.gen(functi
   // admin's (broker restart, close_all_connections).
   const onFreshChannel = (f: (channel: amqp.Channel) => Promise<unknown>) =>
     Effect.promise(async () => {
-      const c = await amqp.connect(URL)
+      const c = await connectAny()
       c.on("error", () => {})
       const ch = await c.createChannel()
       ch.on("error", () => {})

@@ -1,0 +1,49 @@
+/**
+ * Handling stalls, from the chaos run's records: when each task was first
+ * handled, when each publish was confirmed. A gap between two handlings is a
+ * stall from the moment a task was waiting in it (the oldest task not yet
+ * handled at its start, once that task was confirmed: FIFO, near enough)
+ * until the gap's end. An idle worker with nothing to do is not stalled.
+ */
+
+export interface Stall {
+  readonly from: number
+  readonly to: number
+}
+
+/** Stalls of at least `minMs`, in time order. `handledAt` and `confirmedAt` need not be sorted. */
+export const stalls = (
+  handledAt: ReadonlyArray<number>,
+  firstHandledAt: ReadonlyArray<number>,
+  confirmedAt: ReadonlyArray<number>,
+  minMs = 100
+): ReadonlyArray<Stall> => {
+  const handled = [...handledAt].sort((a, b) => a - b)
+  const firsts = [...firstHandledAt].sort((a, b) => a - b)
+  const confirmed = [...confirmedAt].sort((a, b) => a - b)
+  const out: Array<Stall> = []
+  for (let i = 1; i < handled.length; i++) {
+    const waiting = confirmed[countUpTo(firsts, handled[i - 1]!)]
+    if (waiting === undefined) continue
+    const from = Math.max(handled[i - 1]!, waiting)
+    const to = handled[i]!
+    if (to - from >= minMs) out.push({ from, to })
+  }
+  return out
+}
+
+/** The longest stall that overlaps `[start, end]`, in ms (0 if none). */
+export const longestIn = (found: ReadonlyArray<Stall>, start: number, end: number): number =>
+  found.reduce((max, s) => (s.to > start && s.from < end ? Math.max(max, s.to - s.from) : max), 0)
+
+/** How many of the sorted `values` are at most `t`. */
+const countUpTo = (sorted: ReadonlyArray<number>, t: number): number => {
+  let lo = 0
+  let hi = sorted.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (sorted[mid]! <= t) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
