@@ -100,6 +100,8 @@ export interface ChaosReport {
   readonly unattributedDuplicates: number
   /** Channel errors (406) the workers logged. */
   readonly channelErrors: number
+  /** Failed attempts the workers sent to the retry queue (tasks with `failAttempts`). */
+  readonly retried: number
   readonly publishRetries: number
   readonly faults: ReadonlyArray<Fault>
   readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number }>>
@@ -483,9 +485,14 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     const allDuplicates = Math.max(duplicates, results - seen.size)
     // What the workers reported about the faults, as evidence they happened.
     let channelErrors = 0
+    let retried = 0
     for (const slot of slots) {
       for (const p of slot.past) {
-        for (const line of p.logs) if (/^consumer of .* stopped .*PRECONDITION_FAILED/.test(messageText(line))) channelErrors++
+        for (const line of p.logs) {
+          const text = messageText(line)
+          if (/^consumer of .* stopped .*PRECONDITION_FAILED/.test(text)) channelErrors++
+          if (/^message failed \(attempt \d+\), will be retried/.test(text)) retried++
+        }
       }
     }
 
@@ -507,6 +514,9 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     if (results < seen.size) problems.push(`${results} results for ${seen.size} handled tasks`)
     if (unattributed > 0) problems.push(`${unattributed} duplicates that no fault explains`)
     if (options.faults.includes("channel") && channelErrors === 0) problems.push("no worker reported a channel error")
+    // Fewer than one a failing task is fine: a first attempt lost with its
+    // worker counts as that attempt (RabbitMQ 4.3's delivery count).
+    if ((options.failEvery ?? 0) > 0 && retried === 0) problems.push("no task went through the retry queue")
     // A majority of the cluster's nodes is up through every fault: handling goes on.
     if (cluster) {
       for (const fault of faults) {
@@ -538,6 +548,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       republishedDuplicates,
       unattributedDuplicates: unattributed,
       channelErrors,
+      retried,
       publishRetries,
       faults,
       faultCounts,
@@ -564,6 +575,7 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ["results on <queue>.done", String(report.results)],
     ["duplicates (results beyond one per task)", String(report.duplicates)],
     ["channel errors the workers logged", String(report.channelErrors)],
+    ["failed attempts sent to the retry queue", String(report.retried)],
     ["queue at the end (ready / unacked)", `${report.final.ready} / ${report.final.unacked}`],
     ["dead-lettered / retrying", `${report.final.deadLettered} / ${report.final.retrying}`],
     ["unexpected worker exits", String(report.unexpectedExits.length)],

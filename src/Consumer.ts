@@ -181,17 +181,18 @@ const brokerDeadLetterTarget = (
 
 /**
  * A quorum queue's dead-lettering is at most once unless it says
- * otherwise: at least once needs `x-overflow: reject-publish`, which only
- * matters once a length limit is set (a publisher then gets a nack instead
- * of the oldest message being dropped). Left alone when the user chose an
- * overflow behaviour.
+ * otherwise: a message dead-lettered while the target's leader is away (a
+ * node stopping) is dropped. At least once needs `x-overflow:
+ * reject-publish`, which only matters once a length limit is set (a
+ * publisher then gets a nack instead of the oldest message being dropped).
+ * Left alone when the user chose an overflow behaviour.
  */
 const brokerDeadLettering = (
   type: QueueOptions["type"],
   args: Readonly<Record<string, unknown>> | undefined,
-  deadLetterQueue: string | undefined
+  target: string | undefined
 ): Record<string, unknown> =>
-  type === "quorum" && deadLetterQueue !== undefined && args?.["x-overflow"] === undefined
+  type === "quorum" && target !== undefined && args?.["x-overflow"] === undefined
     ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" }
     : {}
 
@@ -234,6 +235,7 @@ export const make = <
           {
             name: `${queue}.retry`,
             type,
+            arguments: brokerDeadLettering(type, undefined, queue),
             messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
             deadLetter: { exchange: "", routingKey: queue },
             whenDifferent: "keep" as const
@@ -242,6 +244,8 @@ export const make = <
           {
             name: retryQueue!,
             type,
+            // A retry goes back to `queue` by the broker's dead-lettering: at least once, or a node down loses it.
+            arguments: brokerDeadLettering(type, undefined, queue),
             messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
             deadLetter: { exchange: "", routingKey: queue }
           }

@@ -199,3 +199,30 @@ describe("Topology with consumers", () => {
       assert.include(message, `["quorum","classic"]`)
     }))
 })
+
+describe("A quorum consumer's dead-lettering", () => {
+  const argsOf = (consumer: Consumer.Consumer<never>) =>
+    Object.fromEntries(consumer.topology.queues.map((q) => [q.name.slice("orders".length) || "(main)", Topology.queueArguments(q)]))
+  const make = (queueOptions: Consumer.QueueOptions, onFailure?: Parameters<typeof Consumer.make>[0]["onFailure"]) =>
+    Consumer.make({ queue: "orders", schema: Schema.Struct({ id: Schema.String }), handler: () => Effect.void, queueOptions, onFailure })
+
+  it("is at least once wherever the broker dead-letters: into q.dlq from q, back into q from the retry queues", () => {
+    const args = argsOf(make({ type: "quorum" }))
+    const atLeastOnce = { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" }
+    assert.deepInclude(args["(main)"]!, { ...atLeastOnce, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "orders.dlq" })
+    assert.deepInclude(args[".retry"]!, { ...atLeastOnce, "x-dead-letter-routing-key": "orders" })
+    assert.deepInclude(args[".retry.5000ms"]!, { ...atLeastOnce, "x-dead-letter-routing-key": "orders" })
+    assert.isUndefined(args[".dlq"]!["x-dead-letter-strategy"])
+    // Without retries the main queue still dead-letters into q.dlq: the delivery limit drops nothing.
+    assert.deepInclude(argsOf(make({ type: "quorum" }, "dead-letter"))["(main)"]!, { "x-dead-letter-routing-key": "orders.dlq" })
+  })
+
+  it("leaves a user's overflow choice alone, and classic queues as they were", () => {
+    const own = argsOf(make({ type: "quorum", arguments: { "x-overflow": "drop-head", "x-max-length": 10 } }))
+    assert.strictEqual(own["(main)"]!["x-overflow"], "drop-head")
+    assert.isUndefined(own["(main)"]!["x-dead-letter-strategy"])
+    const classic = argsOf(make({}))
+    assert.isUndefined(classic["(main)"]!["x-dead-letter-strategy"])
+    assert.strictEqual(classic["(main)"]!["x-dead-letter-routing-key"], "orders.retry")
+  })
+})

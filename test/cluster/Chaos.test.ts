@@ -37,6 +37,8 @@ describe("Cluster chaos", () => {
       assert.strictEqual(report.confirmed, 3000)
       assert.strictEqual(report.distinctHandled, 3000)
       assert.deepStrictEqual(report.final, { ready: 0, unacked: 0, deadLettered: 0, retrying: 0 })
+      // Retries went through the broker's retry queue while nodes went down.
+      assert.isAtLeast(report.retried, 100)
       for (const kind of faults) assert.isAtLeast(report.faultCounts[kind]?.count ?? 0, 1, kind)
       // Every node was stopped once, the main queue's leader first.
       const stopped = report.faults.filter((f) => f.kind === "node-stop").slice(0, 3).map((f) => f.detail?.split(",")[0])
