@@ -10,7 +10,7 @@ import { defineConfig, type TestProjectInlineConfiguration } from "vitest/config
 const rabbitmq4 = "bash scripts/rabbitmq4.sh"
 
 // Tests that talk to no broker run once, in the first project.
-const brokerless = ["test/Decode.test.ts", "test/Outcome.test.ts", "test/Package.test.ts", "test/Reconnect.test.ts", "test/Stalls.test.ts"]
+const brokerless = ["test/Decode.test.ts", "test/Outcome.test.ts", "test/Package.test.ts", "test/Reconnect.test.ts", "test/Stalls.test.ts", "test/Errors.test.ts"]
 
 const project = (
   name: string,

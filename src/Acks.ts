@@ -23,6 +23,7 @@
 import type * as amqp from "amqplib"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Acks {
@@ -45,6 +46,7 @@ export interface Acks {
 }
 
 /**
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (

@@ -14,10 +14,12 @@ import type * as amqp from "amqplib"
 import { IllegalOperationError } from "amqplib"
 import { Data, Deferred, Effect, Exit, type Scope } from "effect"
 import type { Connection } from "./Connection.ts"
+import * as ReplyCode from "./internal/replyCode.ts"
 
 /**
  * A broker operation on the channel failed.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class ChannelError extends Data.TaggedError("ChannelError")<{
@@ -26,6 +28,10 @@ export class ChannelError extends Data.TaggedError("ChannelError")<{
   readonly code: number | undefined
   readonly reason: string
 }> {
+  /** Whether the same operation, asked again, can succeed (by its reply code). */
+  get isRetryable(): boolean {
+    return ReplyCode.isRetryable(this.code)
+  }
   override get message() {
     return `${this.operation} failed: ${this.reason}`
   }
@@ -34,6 +40,7 @@ export class ChannelError extends Data.TaggedError("ChannelError")<{
 /**
  * The channel is closed.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class ChannelClosed extends Data.TaggedError("ChannelClosed")<{
@@ -41,12 +48,15 @@ export class ChannelClosed extends Data.TaggedError("ChannelClosed")<{
   readonly code: number | undefined
   readonly reason: string
 }> {
+  /** A new channel helps: whatever closed this one was about this channel's requests, or the connection. */
+  readonly isRetryable = true
   override get message() {
     return `channel closed: ${this.reason}`
   }
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ChannelOptions {
@@ -55,6 +65,7 @@ export interface ChannelOptions {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Channel<C extends amqp.Channel = amqp.Channel> {
@@ -76,6 +87,7 @@ export interface Channel<C extends amqp.Channel = amqp.Channel> {
  * broker carries a reply code; one closed with its connection does not, and
  * its `close` event comes before the connection's.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const unlessConnectionLost = (connection: Connection) => <E>(error: E): Effect.Effect<never, E> =>
@@ -87,6 +99,7 @@ export const unlessConnectionLost = (connection: Connection) => <E>(error: E): E
  * Whether amqplib refused an operation because the channel (or its
  * connection) is closed, rather than because of what was asked of it.
  *
+ * @category guards
  * @since 0.1.0
  */
 export const isClosedError = (error: unknown): boolean => error instanceof IllegalOperationError
@@ -95,6 +108,7 @@ export const isClosedError = (error: unknown): boolean => error instanceof Illeg
  * Whether a confirm callback's error is the broker's basic.nack (amqplib
  * reports a nack and a closed channel alike, as an Error; only the text differs).
  *
+ * @category guards
  * @since 0.1.0
  */
 export const isNackError = (error: unknown): boolean => error instanceof Error && error.message === "message nacked"
@@ -111,6 +125,7 @@ const errorText = (error: unknown): string => error instanceof Error ? error.mes
 /**
  * Opens a channel on `connection`, closed when the scope closes.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (
@@ -122,6 +137,7 @@ export const make = (
  * Opens a channel in confirm mode (the broker acks or nacks every publish),
  * closed when the scope closes.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const makeConfirm = (

@@ -33,6 +33,7 @@ import type { WorkerOptions } from "./Worker.ts"
  * An `amqp://` or `amqps://` URL, or several separated by commas. The
  * failure message never repeats the value: it may hold a password.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => Connection.urlProblem(urls)))
@@ -40,6 +41,7 @@ export const AmqpUrl = Schema.String.check(Schema.makeFilter((urls: string) => C
 /**
  * The error for a value of variable `name` that cannot be used.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const invalid = (name: string, message: string): Schema.SchemaError =>
@@ -65,6 +67,7 @@ const int = (name: string, minimum: number, maximum: number, fallback: number) =
   Config.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })), name).pipe(Config.withDefault(fallback))
 
 /**
+ * @category constants
  * @since 0.1.0
  */
 export const DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672"
@@ -72,6 +75,7 @@ export const DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672"
 /**
  * Worker options from the environment.
  *
+ * @category config
  * @since 0.1.0
  */
 export const workerOptions: Config.Config<WorkerOptions> = Config.all({

@@ -17,6 +17,7 @@ import { Data, Deferred, Duration, Effect, Exit, Latch, Queue, Redacted, type Sc
 import { type Checker, defaults } from "./Options.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ConnectionOptions {
@@ -37,6 +38,7 @@ export interface ConnectionOptions {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface TlsOptions {
@@ -48,6 +50,7 @@ export interface TlsOptions {
 /**
  * The addresses of a (comma-separated) broker URL.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const addresses = (url: Redacted.Redacted<string>): ReadonlyArray<Redacted.Redacted<string>> =>
@@ -60,6 +63,7 @@ export const addresses = (url: Redacted.Redacted<string>): ReadonlyArray<Redacte
  * address is an `amqp://` or `amqps://` URL. Never repeats the value: it may
  * hold a password.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const urlProblem = (urls: string): string | undefined => {
@@ -97,12 +101,15 @@ export const check = (options: ConnectionOptions, checker: Checker): void => {
 /**
  * Opening the connection failed (refused, timed out, bad credentials).
  *
+ * @category errors
  * @since 0.1.0
  */
 export class ConnectError extends Data.TaggedError("ConnectError")<{
   readonly server: string
   readonly reason: string
 }> {
+  /** The broker may be up on the next attempt: the worker keeps trying, with backoff. */
+  readonly isRetryable = true
   override get message() {
     return `cannot connect to ${this.server}: ${this.reason}`
   }
@@ -111,18 +118,22 @@ export class ConnectError extends Data.TaggedError("ConnectError")<{
 /**
  * An open connection is gone.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class ConnectionLost extends Data.TaggedError("ConnectionLost")<{
   readonly server: string
   readonly reason: string
 }> {
+  /** A new session follows, after the backoff. */
+  readonly isRetryable = true
   override get message() {
     return `connection to ${this.server} lost: ${this.reason}`
   }
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Connection {
@@ -149,6 +160,7 @@ export interface Connection {
 /**
  * The address of a broker URL with user and password removed, for logs.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const describeUrl = (url: Redacted.Redacted<string>): string =>
@@ -254,6 +266,7 @@ const connectAny = async (
  * interrupted at any point (shutdown does not wait for a broker that does
  * not answer).
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (

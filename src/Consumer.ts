@@ -68,6 +68,7 @@ import * as Topology from "./Topology.ts"
 /**
  * How the consumer's queue is declared (it is created when missing).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface QueueOptions {
@@ -80,6 +81,7 @@ export interface QueueOptions {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ConsumerOptions<S extends BodySchema, H extends BodySchema, E, R> {
@@ -113,6 +115,7 @@ export interface ConsumerOptions<S extends BodySchema, H extends BodySchema, E, 
 /**
  * What a worker passes to each consumer it runs.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface RunSettings {
@@ -135,6 +138,7 @@ const TypeId = "~effect-rabbitmq-worker/Consumer"
 /**
  * A consumer whose handler needs the services `R`.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Consumer<out R = never> {
@@ -156,6 +160,7 @@ export interface Consumer<out R = never> {
 /**
  * A schema that decodes without services: `Schema.Struct(...)` and friends.
  *
+ * @category models
  * @since 0.1.0
  */
 export type BodySchema = Body
@@ -201,6 +206,7 @@ const brokerDeadLettering = (
  * a consumer with a bad option fails with `InvalidOptions` before it
  * connects.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = <

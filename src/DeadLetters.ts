@@ -52,6 +52,7 @@ export class DeadLettersError extends Data.TaggedError("DeadLettersError")<{
 /**
  * One parked message, as `list` shows it.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Parked {
@@ -76,6 +77,7 @@ export interface Parked {
 /**
  * A parked message in full, as `show` shows it.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface ParkedMessage extends Parked {
@@ -85,6 +87,7 @@ export interface ParkedMessage extends Parked {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ReplayOptions {
@@ -99,6 +102,7 @@ export interface ReplayOptions {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ReplayProgress {
@@ -180,6 +184,7 @@ const scan = (
  * The parked messages of `queue` (its `.dlq`), oldest first, at most `limit`
  * (default 100). Nothing is taken: each is put back.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const list = (
@@ -202,6 +207,7 @@ export const list = (
 /**
  * One parked message in full, by message id; undefined when none has it.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const show = (
@@ -232,6 +238,7 @@ export const show = (
  * the dead-letter queue only after the broker confirmed its copy. Without
  * `ids` or `all`, nothing is replayed.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const replay = (
@@ -342,6 +349,7 @@ const sender = (channel: Channel.Channel<amqp.ConfirmChannel>, queue: string) =>
 /**
  * Deletes every parked message of `queue`; returns how many there were.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const purge = (

@@ -38,6 +38,7 @@ import { PrometheusMetrics } from "effect/observability"
 import * as Status from "./Status.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface HealthOptions {
@@ -66,6 +67,7 @@ const readiness = Effect.gen(function*() {
 /**
  * The routes, for an application that runs its own HTTP server.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const routes = Layer.mergeAll(
@@ -77,6 +79,7 @@ export const routes = Layer.mergeAll(
 /**
  * Serves the routes on `host:port`.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = (
@@ -93,6 +96,7 @@ export const layer = (
  * `HTTP_HOST` (default 127.0.0.1) and `HTTP_PORT` (default 9464) from the
  * environment.
  *
+ * @category config
  * @since 0.1.0
  */
 export const options: Config.Config<HealthOptions> = Config.all({
@@ -103,6 +107,7 @@ export const options: Config.Config<HealthOptions> = Config.all({
 /**
  * The server on `HTTP_HOST:HTTP_PORT`.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerConfig: Layer.Layer<

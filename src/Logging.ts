@@ -11,11 +11,13 @@ import { Config, Effect, Layer, Logger, LogLevel, References } from "effect"
 import { invalid } from "./Config.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type LogFormat = "json" | "pretty"
 
 /**
+ * @category layers
  * @since 0.1.0
  */
 export const layer = (options: { readonly format: LogFormat; readonly level: LogLevel.LogLevel }): Layer.Layer<never> =>
@@ -47,6 +49,7 @@ const oneOf = <A>(name: string, choices: ReadonlyMap<string, A>): Config.Config<
 /**
  * `LOG_FORMAT` and `LOG_LEVEL` from the environment.
  *
+ * @category config
  * @since 0.1.0
  */
 export const options = Config.all({
@@ -55,6 +58,7 @@ export const options = Config.all({
 })
 
 /**
+ * @category utils
  * @since 0.1.0
  */
 export const load: Effect.Effect<{ readonly format: LogFormat; readonly level: LogLevel.LogLevel }, Config.ConfigError> =
@@ -63,6 +67,7 @@ export const load: Effect.Effect<{ readonly format: LogFormat; readonly level: L
   })
 
 /**
+ * @category layers
  * @since 0.1.0
  */
 export const layerConfig: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(Effect.map(load, layer))

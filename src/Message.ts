@@ -6,6 +6,7 @@
  */
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Message<Headers = Readonly<Record<string, unknown>>> {

@@ -59,6 +59,7 @@ const failed = counter("publishes_failed_total", "Publishes that ended with a ty
  * would cost more than the rest of the bookkeeping: so changes are tallied
  * in plain numbers and handed to the metrics once per turn of the event loop.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const forQueue = (queue: string, context: Context.Context<never>) => {
@@ -122,6 +123,7 @@ const states: ReadonlyArray<ConnectionState> = ["connecting", "connected", "reco
 /**
  * Sets the connection gauges from the worker's status.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const status = (current: Status) =>
@@ -135,11 +137,13 @@ export const status = (current: Status) =>
 /**
  * Shows the worker-wide series at 0 from the start.
  *
+ * @category metrics
  * @since 0.1.0
  */
 export const init = Effect.all([Metric.update(reconnects, 0), Metric.update(confirmed, 0)], { discard: true })
 
 /**
+ * @category metrics
  * @since 0.1.0
  */
 export const reconnect = Metric.update(reconnects, 1)
@@ -148,6 +152,7 @@ export const reconnect = Metric.update(reconnects, 1)
  * The publisher's counters, tallied per event-loop turn (a worker publishes
  * as often as it consumes).
  *
+ * @category utils
  * @since 0.1.0
  */
 export const forPublisher = (context: Context.Context<never>) => {

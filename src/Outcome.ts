@@ -12,6 +12,7 @@
  * | ended in its own interruption               | a failure (`Interrupted`), by the policy                    |
  * | failed on the infrastructure: a publish timed out, found no connection or lost its confirm ({@link isTransient}) | requeue once the publisher can publish again; not an attempt, whatever the policy |
  * | was interrupted by the worker (shutdown grace over, channel lost) | requeue                                |
+ * | never settled, again and again: the broker counted its failed deliveries (RabbitMQ 4.3+, {@link countsFailedDeliveries}) past the policy's attempts | dead-letter as `DeliveryLimit` before it runs again ({@link unsettled}) |
  *
  * | policy             | on failure                                                                      |
  * | ------------------ | ------------------------------------------------------------------------------- |
@@ -41,6 +42,7 @@ import type { Checker } from "./Options.ts"
 /**
  * The message never reached the handler: its body or headers are unusable.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class DecodeError extends Data.TaggedError("DecodeError")<{
@@ -55,6 +57,7 @@ export class DecodeError extends Data.TaggedError("DecodeError")<{
 /**
  * The handler failed with its own typed error.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class HandlerError<E> extends Data.TaggedError("HandlerError")<{ readonly error: E }> {
@@ -105,6 +108,7 @@ export const isTransient = (error: unknown): boolean => {
 /**
  * Retry after `delay`, up to `maxAttempts` deliveries in all, then dead-letter.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Retry {
@@ -114,6 +118,7 @@ export interface Retry {
 }
 
 /**
+ * @category constructors
  * @since 0.1.0
  */
 export const retry = (options: { readonly maxAttempts: number; readonly delay: Duration.Input }): Retry => ({
@@ -147,6 +152,7 @@ export const check = (policy: FailurePolicy, checker: Checker): void => {
 /**
  * What to do with a message whose handler failed or died.
  *
+ * @category models
  * @since 0.1.0
  */
 export type FailurePolicy = Retry | "dead-letter" | "requeue" | "reject"
@@ -154,6 +160,7 @@ export type FailurePolicy = Retry | "dead-letter" | "requeue" | "reject"
 /**
  * The default policy: 5 attempts, 5 seconds apart.
  *
+ * @category constants
  * @since 0.1.0
  */
 export const defaultPolicy: FailurePolicy = retry({ maxAttempts: 5, delay: "5 seconds" })
@@ -161,6 +168,7 @@ export const defaultPolicy: FailurePolicy = retry({ maxAttempts: 5, delay: "5 se
 /**
  * Whether a policy parks messages in a dead-letter queue of the consumer.
  *
+ * @category guards
  * @since 0.1.0
  */
 export const usesDeadLetterQueue = (policy: FailurePolicy): boolean => policy !== "reject"
@@ -168,6 +176,7 @@ export const usesDeadLetterQueue = (policy: FailurePolicy): boolean => policy !=
 /**
  * Why a message is parked: written into the dead-letter queue's headers.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Failure {
@@ -177,6 +186,7 @@ export interface Failure {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export type Decision =
@@ -196,6 +206,7 @@ const ack: Decision = { _tag: "Ack" }
 /**
  * What the decision needs to know about the delivery.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Delivery {
@@ -209,6 +220,7 @@ export interface Delivery {
 /**
  * The decision for a handled message, from how its processing ended.
  *
+ * @category outcome rules
  * @since 0.1.0
  */
 export const decide = <E>(
@@ -254,6 +266,7 @@ export const decide = <E>(
  * (`tasks.retry.5000ms`), so that a new delay deploys beside the old one
  * while the old queue drains. Undefined for policies without retries.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const retryQueueOf = (queue: string, policy: FailurePolicy): string | undefined =>
@@ -262,6 +275,7 @@ export const retryQueueOf = (queue: string, policy: FailurePolicy): string | und
 /**
  * The header a retried message carries: the attempt its next delivery is.
  *
+ * @category constants
  * @since 0.1.0
  */
 export const attemptHeader = "x-attempt"
@@ -276,6 +290,7 @@ export const attemptHeader = "x-attempt"
  * {@link countsFailedDeliveries}), each of them was an attempt too: a message
  * that crashed the worker is on its next attempt.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const attemptOf = (
@@ -305,6 +320,7 @@ export const attemptOf = (
  * after a transient failure. Older brokers count every return, so there the
  * count cannot tell a crash from a shutdown and attempts do not use it.
  *
+ * @category guards
  * @since 0.1.0
  */
 export const countsFailedDeliveries = (brokerVersion: string): boolean => {
@@ -317,6 +333,7 @@ export const countsFailedDeliveries = (brokerVersion: string): boolean => {
  * Deliveries of this message that ended without the worker settling it, as
  * the broker counts them (`x-delivery-count`; 0 when absent).
  *
+ * @category utils
  * @since 0.1.0
  */
 export const failedDeliveriesOf = (headers: Readonly<Record<string, unknown>> | undefined): number => {
@@ -329,6 +346,7 @@ export const failedDeliveriesOf = (headers: Readonly<Record<string, unknown>> | 
  * crashed or lost its connection each time) gets under a policy without
  * retries before it is parked; under a retry policy it is `maxAttempts`.
  *
+ * @category constants
  * @since 0.1.0
  */
 export const unsettledDeliveryLimit = 5
@@ -341,6 +359,7 @@ export const unsettledDeliveryLimit = 5
  * dead-letter queue (under `"reject"`: rejected, to the queue's own
  * dead-letter exchange). Undefined for every other delivery.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const unsettled = (policy: FailurePolicy, attempt: number, failedDeliveries: number): Decision | undefined => {
@@ -386,6 +405,7 @@ const messageOf = (error: unknown): string => {
 /**
  * A short, loggable description of an error: its tag and message.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const describe = (error: unknown): string => {

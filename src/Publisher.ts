@@ -44,7 +44,7 @@
  */
 import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
-import { Cause, Context, Data, Duration, Effect, Exit, Latch, Schema, SchemaAST, Tracer } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Latch, Schema, SchemaAST, Tracer } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
 import * as Confirms from "./internal/confirms.ts"
@@ -54,138 +54,23 @@ import * as Outcome from "./Outcome.ts"
 import * as Reconnect from "./Reconnect.ts"
 import * as Tracing from "./Tracing.ts"
 
-/**
- * The broker refused the message (basic.nack).
- *
- * @since 0.1.0
- */
-export class PublishNacked extends Data.TaggedError("PublishNacked")<{ readonly messageId: string }> {
-  override get message() {
-    return `the broker nacked message ${this.messageId}`
-  }
-}
-
-/**
- * A mandatory message matched no queue and came back (basic.return).
- *
- * @since 0.1.0
- */
-export class PublishUnroutable extends Data.TaggedError("PublishUnroutable")<{
-  readonly messageId: string
-  readonly exchange: string
-  readonly routingKey: string
-}> {
-  override get message() {
-    return `message ${this.messageId} to exchange "${this.exchange}" with routing key "${this.routingKey}" matched no queue`
-  }
-}
-
-/**
- * No session could take the message within the timeout (the connection is
- * down or blocked).
- *
- * @since 0.1.0
- */
-export class PublishTimeout extends Data.TaggedError("PublishTimeout")<{
-  readonly messageId: string
-  readonly timeout: Duration.Duration
-  /** Whether it went out (and its confirm did not come in time) or never left. */
-  readonly sent: boolean
-}> {
-  readonly [Outcome.TransientTypeId] = true
-  override get message() {
-    return this.sent
-      ? `message ${this.messageId} was sent but not confirmed within ${Duration.format(this.timeout)}`
-      : `message ${this.messageId} not sent within ${Duration.format(this.timeout)}: no connection, or the broker blocked it`
-  }
-}
-
-/**
- * Too many publishes are already waiting for a session.
- *
- * @since 0.1.0
- */
-export class PublishBufferFull extends Data.TaggedError("PublishBufferFull")<{
-  readonly messageId: string
-  readonly maxWaiting: number
-}> {
-  readonly [Outcome.TransientTypeId] = true
-  override get message() {
-    return `message ${this.messageId} refused: ${this.maxWaiting} publishes are already waiting for the broker`
-  }
-}
-
-/**
- * The channel closed after the message was sent and before the broker
- * confirmed it: it may or may not have arrived.
- *
- * @since 0.1.0
- */
-export class PublishUnconfirmed extends Data.TaggedError("PublishUnconfirmed")<{
-  readonly messageId: string
-  readonly reason: string
-  /**
-   * The broker's reply code when the broker closed the channel because of
-   * this publish (e.g. 404: no such exchange): publishing it again fails
-   * again. Undefined when the connection went away.
-   */
-  readonly code?: number | undefined
-}> {
-  /** Transient unless the broker refused the publish itself. */
-  get [Outcome.TransientTypeId]() {
-    return this.code === undefined
-  }
-  override get message() {
-    return `message ${this.messageId} was sent but not confirmed: ${this.reason}`
-  }
-}
-
-/**
- * The client refused the message before sending it: a field does not fit AMQP
- * (a message id, routing key or exchange over 255 bytes, a header value such
- * as `NaN` or a `bigint`, headers too large). Nothing was sent; sending it
- * again fails again.
- *
- * @since 0.1.0
- */
-export class PublishRefused extends Data.TaggedError("PublishRefused")<{
-  readonly messageId: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `message ${truncate(this.messageId, 80)} refused before sending: ${this.reason}`
-  }
-}
-
-/**
- * The body did not encode with its schema.
- *
- * @since 0.1.0
- */
-export class PublishEncodeError extends Data.TaggedError("PublishEncodeError")<{
-  readonly messageId: string
-  readonly reason: string
-}> {
-  override get message() {
-    return `message ${this.messageId} does not encode: ${this.reason}`
-  }
-}
-
-/**
- * @since 0.1.0
- */
-export type PublishError =
-  | PublishNacked
-  | PublishUnroutable
-  | PublishTimeout
-  | PublishBufferFull
-  | PublishUnconfirmed
-  | PublishEncodeError
-  | PublishRefused
+// The errors are their own module; the publisher is where users meet them.
+export * from "./PublishError.ts"
+import {
+  type PublishError,
+  PublishBufferFull,
+  PublishEncodeError,
+  PublishNacked,
+  PublishRefused,
+  PublishTimeout,
+  PublishUnconfirmed,
+  PublishUnroutable
+} from "./PublishError.ts"
 
 /**
  * A message to publish; `body` is encoded to JSON with `schema`.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface OutgoingMessage<S extends Schema.Top> {
@@ -208,6 +93,7 @@ export interface OutgoingMessage<S extends Schema.Top> {
  * A message whose body is already bytes (used to dead-letter deliveries as
  * they came).
  *
+ * @category models
  * @since 0.1.0
  */
 export interface RawMessage {
@@ -219,6 +105,7 @@ export interface RawMessage {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface PublisherOptions {
@@ -231,6 +118,7 @@ export interface PublisherOptions {
 /**
  * Counts for tests and metrics.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface PublisherStats {
@@ -241,6 +129,7 @@ export interface PublisherStats {
 }
 
 /**
+ * @category services
  * @since 0.1.0
  */
 export class Publisher extends Context.Service<Publisher, {
@@ -256,6 +145,7 @@ export class Publisher extends Context.Service<Publisher, {
 /**
  * What a session gives the publisher's `attach`.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface AttachSettings {
@@ -278,6 +168,7 @@ interface Live {
  * The publisher of a worker, and `attach`, which a session runs to give it a
  * channel on the session's connection.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (options: PublisherOptions = {}) =>
@@ -516,4 +407,3 @@ const encoderOf = <S extends Schema.Top>(schema: S): (body: S["Type"]) => Effect
   return encoder as (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]>
 }
 
-const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}...` : text

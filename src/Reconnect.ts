@@ -22,6 +22,7 @@ import { Cause, Clock, Duration, Effect, Exit, Option, Schedule } from "effect"
 import type { Checker } from "./Options.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface BackoffOptions {
@@ -59,6 +60,7 @@ const JITTER = 1.2
  * cap is applied before the jitter and divided by the jitter factor, so that a
  * jittered delay still never exceeds `max` and delays at the cap stay spread.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const schedule = (options: BackoffOptions): Schedule.Schedule<Duration.Duration> => {
@@ -72,6 +74,7 @@ export const schedule = (options: BackoffOptions): Schedule.Schedule<Duration.Du
 /**
  * What a loop reports before it waits for the next attempt.
  *
+ * @category models
  * @since 0.1.0
  */
 export interface Retry {
@@ -84,6 +87,7 @@ export interface Retry {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface LoopOptions<E, F extends E> {
@@ -110,6 +114,7 @@ export interface LoopOptions<E, F extends E> {
  * )
  * ```
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const loop = <E, R, F extends E = never>(

@@ -18,6 +18,7 @@ import type { Status } from "./Status.ts"
 import * as Topology from "./Topology.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface SessionOptions {
@@ -33,6 +34,7 @@ export interface SessionOptions {
 /**
  * Why a session ended. Only a {@link Topology.TopologyConflict} is final.
  *
+ * @category models
  * @since 0.1.0
  */
 export type SessionError =
@@ -45,6 +47,7 @@ export type SessionError =
  * A session for {@link Reconnect.loop}: `ready` is called once every consumer
  * has subscribed.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = <R>(

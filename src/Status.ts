@@ -19,11 +19,13 @@ import { Context, Layer, SubscriptionRef } from "effect"
  * - `stopping`: shutdown began;
  * - `stopped`: the worker has ended.
  *
+ * @category models
  * @since 0.1.0
  */
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopping" | "stopped"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Status {
@@ -45,6 +47,7 @@ export interface Status {
 }
 
 /**
+ * @category utils
  * @since 0.1.0
  */
 export const initial = (consumers: ReadonlyArray<string>): Status => ({
@@ -60,6 +63,7 @@ export const initial = (consumers: ReadonlyArray<string>): Status => ({
  * publisher's channel open, and every consumer subscribed: everything a
  * handler needs.
  *
+ * @category guards
  * @since 0.1.0
  */
 export const isReady = (status: Status): boolean =>
@@ -72,6 +76,7 @@ export const isReady = (status: Status): boolean =>
  * Unique names for consumers, by queue (`tasks`, `tasks#2` for a second
  * consumer of the same queue).
  *
+ * @category utils
  * @since 0.1.0
  */
 export const consumerNames = (queues: ReadonlyArray<string>): ReadonlyArray<string> => {
@@ -87,6 +92,7 @@ export const consumerNames = (queues: ReadonlyArray<string>): ReadonlyArray<stri
  * The worker's status, shared by the worker (which writes it) and the health
  * endpoints (which read it). A worker started without it keeps its own.
  *
+ * @category services
  * @since 0.1.0
  */
 export class WorkerStatus extends Context.Service<WorkerStatus, SubscriptionRef.SubscriptionRef<Status>>()(
@@ -94,6 +100,7 @@ export class WorkerStatus extends Context.Service<WorkerStatus, SubscriptionRef.
 ) {}
 
 /**
+ * @category layers
  * @since 0.1.0
  */
 export const layer: Layer.Layer<WorkerStatus> = Layer.effect(WorkerStatus, SubscriptionRef.make(initial([])))

@@ -26,6 +26,7 @@ const endpoint = Config.URL("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").pipe(
 )
 
 /**
+ * @category config
  * @since 0.1.0
  */
 export const options = Config.all({
@@ -42,6 +43,7 @@ export const options = Config.all({
 /**
  * The OTLP trace exporter as configured by the environment, or nothing.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layerConfig: Layer.Layer<OtlpExporter.Flusher, Config.ConfigError> = Layer.unwrap(

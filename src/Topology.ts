@@ -25,9 +25,11 @@
 import { Cause, Data, Effect } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
+import * as ReplyCode from "./internal/replyCode.ts"
 import type { Problem } from "./Options.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface ExchangeSpec {
@@ -39,6 +41,7 @@ export interface ExchangeSpec {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface QueueSpec {
@@ -62,6 +65,7 @@ export interface QueueSpec {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface BindingSpec {
@@ -72,6 +76,7 @@ export interface BindingSpec {
 }
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface Topology {
@@ -81,11 +86,13 @@ export interface Topology {
 }
 
 /**
+ * @category constants
  * @since 0.1.0
  */
 export const empty: Topology = { exchanges: [], queues: [], bindings: [] }
 
 /**
+ * @category constructors
  * @since 0.1.0
  */
 export const make = (topology: Partial<Topology>): Topology => ({ ...empty, ...topology })
@@ -93,6 +100,7 @@ export const make = (topology: Partial<Topology>): Topology => ({ ...empty, ...t
 /**
  * A declaration conflicts with what the broker has.
  *
+ * @category errors
  * @since 0.1.0
  */
 export class TopologyConflict extends Data.TaggedError("TopologyConflict")<{
@@ -102,6 +110,8 @@ export class TopologyConflict extends Data.TaggedError("TopologyConflict")<{
   readonly argument: string | undefined
   readonly reason: string
 }> {
+  /** The broker keeps what it has: declaring again conflicts again, so the worker stops. */
+  readonly isRetryable = false
   override get message() {
     const argument = this.argument === undefined ? "" : ` (argument ${this.argument})`
     return `${this.kind} ${this.name} conflicts with the broker's${argument}: ${this.reason}`
@@ -111,6 +121,7 @@ export class TopologyConflict extends Data.TaggedError("TopologyConflict")<{
 /**
  * The `x-` arguments a queue is declared with.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const queueArguments = (queue: QueueSpec): Record<string, unknown> => {
@@ -146,6 +157,7 @@ export interface Mismatch {
  * are a {@link Mismatch}, and the first value is kept. Identical bindings are
  * declared once.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const combine = (
@@ -188,6 +200,7 @@ export const mismatchProblem = (mismatch: Mismatch): Problem => ({
  * Two descriptions in one, as {@link combine} merges them (where they
  * disagree, the first wins).
  *
+ * @category utils
  * @since 0.1.0
  */
 export const merge = (self: Topology, that: Topology): Topology => combine([self, that]).topology
@@ -237,7 +250,7 @@ const conflict = (kind: TopologyConflict["kind"], name: string) =>
 (
   error: Channel.ChannelError
 ): Effect.Effect<never, TopologyConflict | Channel.ChannelError> =>
-  error.code === 406
+  ReplyCode.isConflict(error.code)
     ? Effect.fail(
       new TopologyConflict({
         kind,
@@ -273,6 +286,7 @@ const bind = (channel: Channel.Channel, binding: BindingSpec) =>
 /**
  * Declares everything: exchanges, then queues, then bindings.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const declare = (
@@ -300,6 +314,7 @@ export const declare = (
  * Declares one queue again with its bindings (after the broker deleted it),
  * or with default settings when the topology does not describe it.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const declareQueue = (

@@ -22,6 +22,7 @@ import * as HttpTraceContext from "effect/http/HttpTraceContext"
 /**
  * The span a message's `traceparent` header names, if it has a valid one.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const parentOf = (headers: Readonly<Record<string, unknown>> | undefined): Tracer.ExternalSpan | undefined => {
@@ -33,6 +34,7 @@ export const parentOf = (headers: Readonly<Record<string, unknown>> | undefined)
 /**
  * The `traceparent` header for the current span, or nothing outside a span.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const currentTraceparent: Effect.Effect<Readonly<Record<string, string>>> = Effect.currentSpan.pipe(
@@ -43,6 +45,7 @@ export const currentTraceparent: Effect.Effect<Readonly<Record<string, string>>>
 /**
  * Runs the processing of one delivery in a consumer span.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const consume = (
@@ -68,6 +71,7 @@ export const consume = (
 /**
  * Runs a handler in its span.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const handle = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
@@ -76,6 +80,7 @@ export const handle = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, 
 /**
  * Runs a publish in a producer span.
  *
+ * @category utils
  * @since 0.1.0
  */
 export const publish = (exchange: string, routingKey: string, messageId: string) =>

@@ -3,12 +3,31 @@
  * scope is open. This is where the reconnect loop starts and where shutdown
  * begins.
  *
- * - A session is one connection ({@link Session}). When it ends (connecting
- *   failed, connection lost) the next one starts after the backoff of
- *   {@link Reconnect}; the broker being down at start-up is the same case.
- * - Shutdown is the worker's scope closing (with `NodeRuntime.runMain`, on
- *   SIGTERM or SIGINT): the status turns `stopping`, every consumer drains
- *   (see {@link Consumer}), then channels and the connection close.
+ * Reconnect paths, from the widest (every loop backs off by
+ * {@link Reconnect}: exponential, jittered, capped, reset after 5 s healthy):
+ *
+ * 1. the session (here): one connection ({@link Session}); when connecting
+ *    fails or the connection is lost, the next session starts, at the next
+ *    broker address. The broker down at start-up is the same case. Only a
+ *    {@link Topology.TopologyConflict} ends the loop (retrying cannot mend it);
+ * 2. a consumer's channel (Consumer.ts): the broker closed it (404, 406...):
+ *    a new channel on the same connection; other consumers are untouched;
+ * 3. a consumer's subscription (Consumer.ts): the broker cancelled it (queue
+ *    deleted, consumer timeout): declare and subscribe again on the same channel;
+ * 4. the publisher's channel (Publisher.ts): reopened on the same connection.
+ *
+ * Shutdown is the worker's scope closing (with {@link runMain}, on SIGTERM or
+ * SIGINT), in this order, set by the order the finalizers are registered:
+ *
+ * 1. the status turns `stopping` (`/readyz` says 503);
+ * 2. each consumer cancels its subscription (`basic.cancel`): no new deliveries;
+ * 3. the deliveries no handler started are requeued (`basic.nack`);
+ * 4. running handlers get `shutdownGrace` to finish and are acked (the wait
+ *    ends at once if the channel or connection goes: the broker requeued them);
+ * 5. handlers still running are interrupted, their messages requeued;
+ * 6. pending acks are flushed; the consumers' channels close;
+ * 7. the publisher's channel closes (handlers could publish until they were done);
+ * 8. the connection closes; {@link runMain} exits 0.
  *
  * @example
  * ```ts
@@ -42,6 +61,7 @@ import * as Status from "./Status.ts"
 import * as Topology from "./Topology.ts"
 
 /**
+ * @category models
  * @since 0.1.0
  */
 export interface WorkerOptions {
@@ -69,6 +89,7 @@ export interface WorkerOptions {
 /**
  * A running worker.
  *
+ * @category services
  * @since 0.1.0
  */
 export class Worker extends Context.Service<Worker, {
@@ -112,6 +133,7 @@ export const check = (options: WorkerOptions): Options.Checker => {
 /**
  * Starts the worker in the current scope; closing the scope shuts it down.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const make = <R>(
@@ -214,6 +236,7 @@ export const make = <R>(
  * The worker as a layer, with its publisher: started when the layer is built,
  * shut down when it is released.
  *
+ * @category layers
  * @since 0.1.0
  */
 export const layer = <R>(
@@ -257,6 +280,7 @@ export const layerConfig = <R>(
  * Runs the worker until interrupted; fails when an option is invalid (before
  * anything starts) or when the topology conflicts with the broker's.
  *
+ * @category constructors
  * @since 0.1.0
  */
 export const run = <R>(
