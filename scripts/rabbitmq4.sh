@@ -54,11 +54,13 @@ prepare() {
     rm -rf "$tmp"
     mkdir -p "$(dirname "$ROOT")"
     echo "building the RabbitMQ 4.3 chroot in $ROOT (about a minute, once)" >&2
+    # The log stays beside the half-built chroot when it fails, and moves into it when it works.
     debootstrap --variant=minbase --include=rabbitmq-server forky "$tmp" "$(mirror)" \
-      /usr/share/debootstrap/scripts/sid >"$(dirname "$ROOT")/debootstrap.log" 2>&1 || {
-        echo "error: debootstrap failed, see $(dirname "$ROOT")/debootstrap.log" >&2
+      /usr/share/debootstrap/scripts/sid >"$tmp.log" 2>&1 || {
+        echo "error: debootstrap failed, see $tmp.log" >&2
         return 1
       }
+    mv "$tmp.log" "$tmp/var/log/debootstrap.log"
     mv "$tmp" "$ROOT"
   fi
   # Erlang resolves `localhost` through /etc/hosts; without it epmd lookups fail.
