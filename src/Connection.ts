@@ -12,9 +12,10 @@
  *
  * @since 0.1.0
  */
-import * as amqp from "amqplib"
+import type * as amqp from "amqplib"
 import { Data, Deferred, Duration, Effect, Exit, Latch, Queue, Redacted, type Scope } from "effect"
-import { type Checker, defaults } from "./Options.ts"
+import { connectAny } from "./internal/connect.ts"
+import type { Checker } from "./Options.ts"
 
 /**
  * @category models
@@ -174,91 +175,6 @@ export const describeUrl = (url: Redacted.Redacted<string>): string =>
     }
   }).join(", ")
 
-const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string => {
-  const parsed = new URL(Redacted.value(url))
-  parsed.searchParams.set("heartbeat", String(seconds))
-  return parsed.toString()
-}
-
-const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
-
-/**
- * Opens one connection, or fails once `timeoutMs` has passed: one deadline
- * for TCP, TLS and the AMQP handshake (amqplib's own `timeout` is an idle
- * timeout, which a server that accepts and then trickles or says nothing
- * can stretch). Given up (deadline, abort), a connection that opens late is
- * closed at once.
- */
-const connectOne = (
-  url: string,
-  socketOptions: Record<string, unknown>,
-  timeoutMs: number,
-  signal: AbortSignal
-): Promise<amqp.ChannelModel> =>
-  new Promise((resolve, reject) => {
-    let settled = false
-    const settle = () => {
-      settled = true
-      clearTimeout(timer)
-      signal.removeEventListener("abort", onAbort)
-    }
-    const giveUp = (reason: string) => {
-      if (settled) return
-      settle()
-      reject(new Error(reason))
-    }
-    const onAbort = () => giveUp("interrupted")
-    const timer = setTimeout(() => giveUp(`no answer within ${timeoutMs} ms`), timeoutMs)
-    signal.addEventListener("abort", onAbort, { once: true })
-    amqp.connect(url, { ...socketOptions, timeout: timeoutMs }).then(
-      (model) => {
-        if (!settled) {
-          settle()
-          return resolve(model)
-        }
-        model.on("error", () => {})
-        model.close().catch(() => {})
-      },
-      (error: unknown) => {
-        if (settled) return
-        settle()
-        reject(error)
-      }
-    )
-  })
-
-/** Tries each address once, from `first` on: the first that answers wins. */
-const connectAny = async (
-  urls: ReadonlyArray<Redacted.Redacted<string>>,
-  first: number,
-  options: ConnectionOptions,
-  signal: AbortSignal
-): Promise<{ readonly model: amqp.ChannelModel; readonly server: string; readonly index: number }> => {
-  const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout))
-  const socketOptions = {
-    clientProperties: options.name === undefined ? {} : { connection_name: options.name },
-    ...options.tls
-  }
-  const failures: Array<string> = []
-  for (let i = 0; i < urls.length && !signal.aborted; i++) {
-    const index = (first + i) % urls.length
-    const url = urls[index]!
-    const server = describeUrl(url)
-    try {
-      const model = await connectOne(
-        withHeartbeat(url, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
-        socketOptions,
-        timeout,
-        signal
-      )
-      return { model, server, index }
-    } catch (error) {
-      failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
-    }
-  }
-  throw new Error(failures.join("; "))
-}
-
 /**
  * Opens a connection that is closed when the scope closes. With several
  * addresses, the attempt starts at address number `first` (modulo their
@@ -313,7 +229,7 @@ export const make = (
     const model = yield* Effect.uninterruptibleMask((restore) =>
       restore(Effect.tryPromise({
         try: (signal) => connectAny(urls, first, options, signal),
-        catch: (error) => new ConnectError({ server, reason: errorText(error) })
+        catch: (error) => new ConnectError({ server, reason: error instanceof Error ? error.message : String(error) })
       })).pipe(
         Effect.tap((connected) =>
           Effect.sync(() => {

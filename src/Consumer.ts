@@ -63,6 +63,7 @@ import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
 import type * as Publisher from "./Publisher.ts"
 import * as Reconnect from "./Reconnect.ts"
+import { queuesOf } from "./internal/queues.ts"
 import * as Topology from "./Topology.ts"
 
 /**
@@ -166,42 +167,6 @@ export interface Consumer<out R = never> {
 export type BodySchema = Body
 
 /**
- * Where the broker itself dead-letters a message of the main queue: a
- * quorum queue's delivery limit (20 by default on RabbitMQ 4), a length
- * limit. A quorum queue sends such messages to the dead-letter queue, so
- * that none is dropped and each says why (`x-first-death-reason`); a classic
- * queue under a retry policy, to the retry queue of the first delay (as
- * before quorum queues were supported). Under `"reject"` the user's own
- * dead-letter exchange, if any, applies.
- */
-const brokerDeadLetterTarget = (
-  queue: string,
-  type: QueueOptions["type"],
-  policy: Outcome.FailurePolicy,
-  deadLetterQueue: string | undefined
-): Topology.QueueSpec["deadLetter"] => {
-  if (type === "quorum" && deadLetterQueue !== undefined) return { exchange: "", routingKey: deadLetterQueue }
-  return typeof policy === "object" ? { exchange: "", routingKey: `${queue}.retry` } : undefined
-}
-
-/**
- * A quorum queue's dead-lettering is at most once unless it says
- * otherwise: a message dead-lettered while the target's leader is away (a
- * node stopping) is dropped. At least once needs `x-overflow:
- * reject-publish`, which only matters once a length limit is set (a
- * publisher then gets a nack instead of the oldest message being dropped).
- * Left alone when the user chose an overflow behaviour.
- */
-const brokerDeadLettering = (
-  type: QueueOptions["type"],
-  args: Readonly<Record<string, unknown>> | undefined,
-  target: string | undefined
-): Record<string, unknown> =>
-  type === "quorum" && target !== undefined && args?.["x-overflow"] === undefined
-    ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" }
-    : {}
-
-/**
  * Describes a consumer. Its options are checked now; a {@link Worker} given
  * a consumer with a bad option fails with `InvalidOptions` before it
  * connects.
@@ -223,43 +188,8 @@ export const make = <
   const retryQueue = Outcome.retryQueueOf(queue, policy)
   const prepare = preparer(queue, options.schema, options.headers)
   const check = checkOptions(options, policy)
-  // The queues that serve `queue` take its type (a quorum queue's retries and parked messages stay replicated).
-  const type = options.queueOptions?.type
-
-  const topology = Topology.make({
-    queues: [
-      {
-        name: queue,
-        type,
-        durable: options.queueOptions?.durable,
-        arguments: { ...brokerDeadLettering(type, options.queueOptions?.arguments, deadLetterQueue), ...options.queueOptions?.arguments },
-        deadLetter: brokerDeadLetterTarget(queue, type, policy, deadLetterQueue)
-      },
-      ...(typeof policy === "object"
-        ? [
-          // Kept as it is when it exists with another delay: it drains into `queue` on its own.
-          {
-            name: `${queue}.retry`,
-            type,
-            arguments: brokerDeadLettering(type, undefined, queue),
-            messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
-            deadLetter: { exchange: "", routingKey: queue },
-            whenDifferent: "keep" as const
-          },
-          // Where retries go: one queue per delay, so a new delay deploys beside the old one.
-          {
-            name: retryQueue!,
-            type,
-            // A retry goes back to `queue` by the broker's dead-lettering: at least once, or a node down loses it.
-            arguments: brokerDeadLettering(type, undefined, queue),
-            messageTtlMs: Math.round(Duration.toMillis(policy.delay)),
-            deadLetter: { exchange: "", routingKey: queue }
-          }
-        ]
-        : []),
-      ...(deadLetterQueue === undefined ? [] : [{ name: deadLetterQueue, type, whenDifferent: "keep" as const }])
-    ]
-  })
+  // `queue`, its retry queues and its dead-letter queue, all of its type (see internal/queues.ts).
+  const topology = queuesOf(queue, policy, options.queueOptions)
 
   const run = (connection: Connection, settings: RunSettings) =>
     Effect.gen(function*() {

@@ -33,6 +33,7 @@ import type * as amqp from "amqplib"
 import { Data, Effect } from "effect"
 import * as Channel from "./Channel.ts"
 import * as Connection from "./Connection.ts"
+import { REPLAY_BATCH, sender, text } from "./internal/replay.ts"
 
 /**
  * Talking to the broker failed (no connection, no such queue, a refused publish).
@@ -116,14 +117,6 @@ export interface ReplayProgress {
 
 /** The dead-letter queue of `queue` (given either way). */
 export const deadLetterQueueOf = (queue: string): string => queue.endsWith(".dlq") ? queue : `${queue}.dlq`
-
-/** The headers the worker adds when it parks a message (and the broker's record of dead-lettering). */
-const parkingHeaders = (key: string): boolean =>
-  key.startsWith("x-error-") || key.startsWith("x-original-") || key === "x-attempts" || key === "x-attempt" || key === "x-death" ||
-  key.startsWith("x-first-death-") || key.startsWith("x-last-death-") || key === "x-delivery-count" || key === "x-acquired-count"
-
-const text = (value: unknown): string | undefined =>
-  typeof value === "string" ? value : Buffer.isBuffer(value) ? value.toString("utf8") : undefined
 
 const brokerReason = (reason: unknown): string | undefined => {
   const value = text(reason)
@@ -256,7 +249,8 @@ export const replay = (
     // Only the messages there now: a replayed message that comes back parked is not seen twice.
     const { messageCount } = yield* call(channel, `queue.declare ${dlq} (passive)`, (ch) => ch.checkQueue(dlq))
 
-    const sendBack = sender(channel, queue)
+    const send = sender(channel, queue)
+    const sendBack = (message: amqp.GetMessage) => Effect.mapError(send(message), (failed) => new DeadLettersError(failed))
     const sendOne = (message: amqp.GetMessage) =>
       Effect.flatMap(sendBack(message), (outcome) =>
         Effect.gen(function*() {
@@ -290,61 +284,6 @@ export const replay = (
     }
     return progress
   }))
-
-/** Copies of parked messages in flight at once during a replay. */
-const REPLAY_BATCH = 100
-
-/**
- * Publishes parked messages back, mandatory and confirmed; one listener for
- * the returns of all of them (a return comes before its confirm).
- */
-const sender = (channel: Channel.Channel<amqp.ConfirmChannel>, queue: string) => {
-  const returns = new Map<unknown, number>()
-  channel.raw.on("return", (back: amqp.Message) => {
-    const id: unknown = back.properties.messageId
-    returns.set(id, (returns.get(id) ?? 0) + 1)
-  })
-  const takeReturn = (id: unknown): boolean => {
-    const n = returns.get(id) ?? 0
-    if (n === 0) return false
-    if (n === 1) returns.delete(id)
-    else returns.set(id, n - 1)
-    return true
-  }
-  return (message: amqp.GetMessage): Effect.Effect<"sent" | "unroutable", DeadLettersError> => {
-    const headers = message.properties.headers ?? {}
-    const exchange = text(headers["x-original-exchange"]) ?? ""
-    const routingKey = text(headers["x-original-routing-key"]) ??
-      text(headers["x-original-queue"]) ?? queue.replace(/\.dlq$/, "")
-    const { clusterId: _c, deliveryMode: _d, headers: _h, userId: _u, ...properties } = message.properties
-    const kept = Object.fromEntries(Object.entries(headers).filter(([key]) => !parkingHeaders(key)))
-    const operation = `replay to ${exchange || "(default)"}/${routingKey}`
-    return Effect.callback<"sent" | "unroutable", DeadLettersError>((resume) => {
-      try {
-        channel.raw.publish(
-          exchange,
-          routingKey,
-          message.content,
-          {
-            ...Object.fromEntries(Object.entries(properties).filter(([, v]) => v !== undefined && v !== null)),
-            persistent: true,
-            mandatory: true,
-            headers: kept
-          },
-          (error: unknown) => {
-            if (error !== null && error !== undefined) {
-              resume(Effect.fail(new DeadLettersError({ operation, reason: String(error) })))
-            } else {
-              resume(Effect.succeed(takeReturn(message.properties.messageId) ? "unroutable" : "sent"))
-            }
-          }
-        )
-      } catch (error) {
-        resume(Effect.fail(new DeadLettersError({ operation, reason: String(error) })))
-      }
-    })
-  }
-}
 
 /**
  * Deletes every parked message of `queue`; returns how many there were.

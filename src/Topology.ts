@@ -25,6 +25,7 @@
 import { Cause, Data, Effect } from "effect"
 import * as Channel from "./Channel.ts"
 import type { Connection } from "./Connection.ts"
+import { canonical, mergeSpec } from "./internal/merge.ts"
 import * as ReplyCode from "./internal/replyCode.ts"
 import type { Problem } from "./Options.ts"
 
@@ -204,47 +205,6 @@ export const mismatchProblem = (mismatch: Mismatch): Problem => ({
  * @since 0.1.0
  */
 export const merge = (self: Topology, that: Topology): Topology => combine([self, that]).topology
-
-/** One object's two descriptions, field by field; `arguments` key by key. */
-const mergeSpec = <S extends QueueSpec | ExchangeSpec>(
-  kind: Mismatch["kind"],
-  self: S,
-  that: S,
-  mismatches: Array<Mismatch>
-): S => {
-  const merged: Record<string, unknown> = { ...self }
-  for (const [field, value] of Object.entries(that)) {
-    if (field === "arguments") continue
-    merged[field] = pick(kind, self.name, field, (self as unknown as Record<string, unknown>)[field], value, mismatches)
-  }
-  const args: Record<string, unknown> = { ...self.arguments }
-  for (const [key, value] of Object.entries(that.arguments ?? {})) {
-    args[key] = pick(kind, self.name, `arguments.${key}`, self.arguments?.[key], value, mismatches)
-  }
-  merged.arguments = args
-  return merged as S
-}
-
-const pick = (
-  kind: Mismatch["kind"],
-  name: string,
-  field: string,
-  first: unknown,
-  second: unknown,
-  mismatches: Array<Mismatch>
-): unknown => {
-  if (second === undefined) return first
-  if (first === undefined) return second
-  if (canonical(first) !== canonical(second)) mismatches.push({ kind, name, field, values: [first, second] })
-  return first
-}
-
-/** JSON with sorted keys: equal values, equal text. */
-const canonical = (value: unknown): string =>
-  JSON.stringify(value, (_, v: unknown) =>
-    typeof v === "object" && v !== null && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
-      : v) ?? "undefined"
 
 const conflict = (kind: TopologyConflict["kind"], name: string) =>
 (

@@ -1,0 +1,96 @@
+/**
+ * Opening one AMQP connection: each address in turn from a given one, each
+ * with one deadline for TCP, TLS and the handshake, and the whole attempt
+ * given up at once when interrupted.
+ *
+ * @internal
+ */
+import * as amqp from "amqplib"
+import { Duration, Redacted } from "effect"
+import { type ConnectionOptions, describeUrl } from "../Connection.ts"
+import { defaults } from "../Options.ts"
+
+const withHeartbeat = (url: Redacted.Redacted<string>, seconds: number): string => {
+  const parsed = new URL(Redacted.value(url))
+  parsed.searchParams.set("heartbeat", String(seconds))
+  return parsed.toString()
+}
+
+const errorText = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * Opens one connection, or fails once `timeoutMs` has passed: one deadline
+ * for TCP, TLS and the AMQP handshake (amqplib's own `timeout` is an idle
+ * timeout, which a server that accepts and then trickles or says nothing
+ * can stretch). Given up (deadline, abort), a connection that opens late is
+ * closed at once.
+ */
+const connectOne = (
+  url: string,
+  socketOptions: Record<string, unknown>,
+  timeoutMs: number,
+  signal: AbortSignal
+): Promise<amqp.ChannelModel> =>
+  new Promise((resolve, reject) => {
+    let settled = false
+    const settle = () => {
+      settled = true
+      clearTimeout(timer)
+      signal.removeEventListener("abort", onAbort)
+    }
+    const giveUp = (reason: string) => {
+      if (settled) return
+      settle()
+      reject(new Error(reason))
+    }
+    const onAbort = () => giveUp("interrupted")
+    const timer = setTimeout(() => giveUp(`no answer within ${timeoutMs} ms`), timeoutMs)
+    signal.addEventListener("abort", onAbort, { once: true })
+    amqp.connect(url, { ...socketOptions, timeout: timeoutMs }).then(
+      (model) => {
+        if (!settled) {
+          settle()
+          return resolve(model)
+        }
+        model.on("error", () => {})
+        model.close().catch(() => {})
+      },
+      (error: unknown) => {
+        if (settled) return
+        settle()
+        reject(error)
+      }
+    )
+  })
+
+/** Tries each address once, from `first` on: the first that answers wins. */
+export const connectAny = async (
+  urls: ReadonlyArray<Redacted.Redacted<string>>,
+  first: number,
+  options: ConnectionOptions,
+  signal: AbortSignal
+): Promise<{ readonly model: amqp.ChannelModel; readonly server: string; readonly index: number }> => {
+  const timeout = Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? defaults.connectTimeout))
+  const socketOptions = {
+    clientProperties: options.name === undefined ? {} : { connection_name: options.name },
+    ...options.tls
+  }
+  const failures: Array<string> = []
+  for (let i = 0; i < urls.length && !signal.aborted; i++) {
+    const index = (first + i) % urls.length
+    const url = urls[index]!
+    const server = describeUrl(url)
+    try {
+      const model = await connectOne(
+        withHeartbeat(url, options.heartbeatSeconds ?? defaults.heartbeatSeconds),
+        socketOptions,
+        timeout,
+        signal
+      )
+      return { model, server, index }
+    } catch (error) {
+      failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
+    }
+  }
+  throw new Error(failures.join("; "))
+}
