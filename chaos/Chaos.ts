@@ -82,6 +82,8 @@ export interface Fault {
   duplicates: number
   /** The longest gap between handled tasks, while tasks waited, from the fault until 10 s after it ended. */
   longestStallMs: number
+  /** Of that, the longest part while the broker confirmed another client's publishes within a second: the workers' own stall. */
+  longestWorkerStallMs: number
 }
 
 export interface ChaosReport {
@@ -104,9 +106,13 @@ export interface ChaosReport {
   readonly retried: number
   readonly publishRetries: number
   readonly faults: ReadonlyArray<Fault>
-  readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number }>>
+  readonly faultCounts: Readonly<Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number; longestWorkerStallMs: number }>>
   /** The longest gap between handled tasks while tasks waited, over the whole run. */
   readonly longestStallMs: number
+  /** Of that, the part while the broker served another client (see {@link Fault.longestWorkerStallMs}). */
+  readonly longestWorkerStallMs: number
+  /** The longest the broker kept the run's publisher waiting for a confirm (over 1 s), in ms. */
+  readonly longestBrokerWithheldMs: number
   readonly unexpectedExits: ReadonlyArray<string>
   readonly final: { readonly ready: number; readonly unacked: number; readonly deadLettered: number; readonly retrying: number }
   readonly results: number
@@ -209,8 +215,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     yield* publisherWorker.awaitReady
     let confirmed = 0
     let publishRetries = 0
-    // Tasks sent but not confirmed before the connection went: published again,
-    // so they may be in the queue twice.
+    // Tasks sent but not confirmed (the connection went, or the confirm came
+    // too late): published again, so they may be in the queue twice.
     const republished = new Set<string>()
     const ids = Array.from({ length: options.tasks }, (_, i) => `t${i}`)
     const failEvery = options.failEvery ?? 0
@@ -220,23 +226,36 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     }
     // When each confirm came: tasks waiting for a worker, for the stall measure.
     const confirmedAt: Array<number> = []
-    const publishOne = (id: string): Effect.Effect<void> =>
-      publisherWorker.publisher.publish({ routingKey: queue, schema: Task, body: bodyOf(id), messageId: id }).pipe(
+    // When the broker kept a publish waiting over a second for its confirm:
+    // the broker itself was not serving, whatever the workers did.
+    const brokerWithheld: Array<Stalls.Stall> = []
+    const publishOne = (id: string): Effect.Effect<void> => {
+      const sentAt = Date.now()
+      const waited = () => {
+        const now = Date.now()
+        if (now - sentAt >= 1000) brokerWithheld.push({ from: sentAt, to: now })
+      }
+      return publisherWorker.publisher.publish({ routingKey: queue, schema: Task, body: bodyOf(id), messageId: id }).pipe(
         Effect.matchEffect({
           onSuccess: () => Effect.sync(() => {
+            waited()
             confirmed++
             confirmedAt.push(Date.now())
           }),
           onFailure: (error) =>
             Effect.sync(() => {
               publishRetries++
-              if (error._tag === "PublishUnconfirmed") republished.add(id)
+              if (error._tag === "PublishUnconfirmed" || (error._tag === "PublishTimeout" && error.sent)) {
+                waited()
+                republished.add(id)
+              }
             }).pipe(
               Effect.andThen(Effect.sleep("100 millis")),
               Effect.andThen(Effect.suspend(() => publishOne(id)))
             )
         })
       )
+    }
     const publishing = yield* Effect.forkScoped(Effect.forEach(ids, (id, i) =>
       Effect.gen(function*() {
         // Paced: task i goes out at i / rate seconds.
@@ -349,7 +368,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
           if (planned) next--
           continue
         }
-        faults.push({ kind, worker, at, tookMs: Date.now() - at, detail, duplicates: 0, longestStallMs: 0 })
+        faults.push({ kind, worker, at, tookMs: Date.now() - at, detail, duplicates: 0, longestStallMs: 0, longestWorkerStallMs: 0 })
         log(`fault ${faults.length}: ${kind} (${worker === "all" ? "all workers" : `worker ${worker}`}${detail === undefined ? "" : `; ${detail}`})`)
       }
     })
@@ -427,7 +446,13 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     for (const h of handlings) if (!firstAt.has(h.id)) firstAt.set(h.id, h.at)
     const found = Stalls.stalls(handlings.map((h) => h.at), [...firstAt.values()], confirmedAt)
     const longestStallMs = Stalls.longestIn(found, 0, Number.POSITIVE_INFINITY)
-    for (const fault of faults) fault.longestStallMs = Stalls.longestIn(found, fault.at, fault.at + fault.tookMs + 10_000)
+    // The part of each stall in which the broker served another client: the workers' own.
+    const workers = Stalls.outside(found, brokerWithheld)
+    const longestWorkerStallMs = Stalls.longestIn(workers, 0, Number.POSITIVE_INFINITY)
+    for (const fault of faults) {
+      fault.longestStallMs = Stalls.longestIn(found, fault.at, fault.at + fault.tookMs + 10_000)
+      fault.longestWorkerStallMs = Stalls.longestIn(workers, fault.at, fault.at + fault.tookMs + 10_000)
+    }
 
     // When each worker lost its channel, by its own logs (a reconnect, a new
     // channel, a shutdown), or was killed: the moments an ack could be lost.
@@ -496,13 +521,14 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       }
     }
 
-    const faultCounts: Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number }> = {}
+    const faultCounts: Record<string, { count: number; duplicates: number; maxDuplicates: number; longestStallMs: number; longestWorkerStallMs: number }> = {}
     for (const fault of faults) {
-      const entry = faultCounts[fault.kind] ??= { count: 0, duplicates: 0, maxDuplicates: 0, longestStallMs: 0 }
+      const entry = faultCounts[fault.kind] ??= { count: 0, duplicates: 0, maxDuplicates: 0, longestStallMs: 0, longestWorkerStallMs: 0 }
       entry.count++
       entry.duplicates += fault.duplicates
       entry.maxDuplicates = Math.max(entry.maxDuplicates, fault.duplicates)
       entry.longestStallMs = Math.max(entry.longestStallMs, fault.longestStallMs)
+      entry.longestWorkerStallMs = Math.max(entry.longestWorkerStallMs, fault.longestWorkerStallMs)
     }
 
     const problems: Array<string> = []
@@ -520,8 +546,11 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     // A majority of the cluster's nodes is up through every fault: handling goes on.
     if (cluster) {
       for (const fault of faults) {
-        if (fault.longestStallMs > maxStallMs) {
-          problems.push(`handling stalled ${fault.longestStallMs} ms around ${fault.kind} at ${new Date(fault.at).toISOString()}`)
+        if (fault.longestWorkerStallMs > maxStallMs) {
+          problems.push(
+            `handling stalled ${fault.longestWorkerStallMs} ms (while the broker served) around ${fault.kind} at ` +
+              new Date(fault.at).toISOString()
+          )
         }
       }
     }
@@ -553,6 +582,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       faults,
       faultCounts,
       longestStallMs,
+      longestWorkerStallMs,
+      longestBrokerWithheldMs: brokerWithheld.reduce((max, w) => Math.max(max, w.to - w.from), 0),
       unexpectedExits,
       final: { ready: final.ready, unacked: final.unacked, deadLettered, retrying },
       results,
@@ -580,6 +611,8 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ["dead-lettered / retrying", `${report.final.deadLettered} / ${report.final.retrying}`],
     ["unexpected worker exits", String(report.unexpectedExits.length)],
     ["longest stall while tasks waited", `${report.longestStallMs} ms`],
+    ["  of it while the broker served", `${report.longestWorkerStallMs} ms`],
+    ["longest confirm the broker withheld", `${report.longestBrokerWithheldMs} ms`],
     ["duration", `${(report.durationMs / 1000).toFixed(1)} s`]
   ]
   const faults = Object.entries(report.faultCounts).map(([kind, entry]) => [
@@ -587,7 +620,7 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     String(entry.count),
     String(entry.duplicates),
     `${entry.maxDuplicates} (prefetch ${prefetch})`,
-    `${entry.longestStallMs} ms`
+    `${entry.longestStallMs} ms (${entry.longestWorkerStallMs} while the broker served)`
   ])
   const width = Math.max(...rows.map(([label]) => label!.length))
   return [

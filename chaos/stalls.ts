@@ -47,3 +47,23 @@ const countUpTo = (sorted: ReadonlyArray<number>, t: number): number => {
   }
   return lo
 }
+
+/**
+ * The parts of each stall outside every `excluded` interval (when the
+ * broker kept another client's confirms waiting: its own stall, not the
+ * workers'), as stalls of their own.
+ */
+export const outside = (found: ReadonlyArray<Stall>, excluded: ReadonlyArray<Stall>): ReadonlyArray<Stall> => {
+  const cuts = [...excluded].sort((a, b) => a.from - b.from)
+  const out: Array<Stall> = []
+  for (const stall of found) {
+    let from = stall.from
+    for (const cut of cuts) {
+      if (cut.to <= from || cut.from >= stall.to) continue
+      if (cut.from > from) out.push({ from, to: cut.from })
+      from = Math.max(from, cut.to)
+    }
+    if (from < stall.to) out.push({ from, to: stall.to })
+  }
+  return out
+}

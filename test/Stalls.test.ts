@@ -23,4 +23,12 @@ describe("chaos stalls", () => {
     const found = Stalls.stalls([0, 3000], [0], [0, 100])
     assert.deepStrictEqual(found, [{ from: 100, to: 3000 }])
   })
+
+  it("the part of a stall while the broker withheld another client's confirms is cut out", () => {
+    const found = [{ from: 1000, to: 7000 }]
+    assert.deepStrictEqual(Stalls.outside(found, [{ from: 2000, to: 6500 }]), [{ from: 1000, to: 2000 }, { from: 6500, to: 7000 }])
+    assert.deepStrictEqual(Stalls.outside(found, [{ from: 0, to: 8000 }]), [])
+    assert.deepStrictEqual(Stalls.outside(found, [{ from: 8000, to: 9000 }]), found)
+    assert.strictEqual(Stalls.longestIn(Stalls.outside(found, [{ from: 1500, to: 2000 }, { from: 1800, to: 3000 }]), 0, Infinity), 4000)
+  })
 })
