@@ -293,8 +293,10 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
           const first = Cluster.nodeNamed(led[queue] ?? "")?.key ?? "a"
           stopOrder.push(first, ...Cluster.nodes.map((n) => n.key).filter((key) => key !== first))
         }
-        const key = kind === "node-stop" && stopOrder.length > 0 && faults.filter((f) => f.kind === "node-stop").length < 3
-          ? stopOrder[faults.filter((f) => f.kind === "node-stop").length]!
+        // Each node in stopOrder once, then random ones.
+        const stopped = faults.filter((f) => f.kind === "node-stop").length
+        const key = kind === "node-stop" && stopped < stopOrder.length
+          ? stopOrder[stopped]!
           : Cluster.nodes[Math.floor(Math.random() * Cluster.nodes.length)]!.key
         const node = Cluster.nodes.find((n) => n.key === key)!
         const leading = Object.entries(led).filter(([, leader]) => leader === node.name).map(([name]) => name.slice(queue.length) || "(main)")

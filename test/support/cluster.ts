@@ -44,7 +44,7 @@ export const ctl = (node: NodeKey, ...args: ReadonlyArray<string>) => run(["ctl"
 /** Starts every node that is down (and its app, after a stop_app); waits until all serve. */
 export const up = run(["up"], 300_000).pipe(Effect.orDie, Effect.asVoid)
 
-/** The nodes whose app runs, asked of `from` (or of the first that answers). */
+/** The nodes whose app runs, asked of the first node that answers. */
 export const running = Effect.gen(function*() {
   for (const node of nodes) {
     const out = yield* run(["ctl", node.key, "cluster_status", "--formatter", "json"], 30_000).pipe(Effect.option)
