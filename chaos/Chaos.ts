@@ -289,7 +289,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     const nodeFault = (kind: "node-stop" | "node-kill") =>
       Effect.gen(function*() {
         const led = yield* Cluster.leaders(queues)
-        if (stopOrder.length === 0) {
+        // Chosen at the first node-stop, not at a kill before it: a kill moves the leader.
+        if (kind === "node-stop" && stopOrder.length === 0) {
           const first = Cluster.nodeNamed(led[queue] ?? "")?.key ?? "a"
           stopOrder.push(first, ...Cluster.nodes.map((n) => n.key).filter((key) => key !== first))
         }
