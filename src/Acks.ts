@@ -20,7 +20,7 @@
  *
  * @since 0.1.0
  */
-import type * as amqp from "amqplib"
+import type * as Channel from "./Channel.ts"
 
 /**
  * @category models
@@ -28,14 +28,14 @@ import type * as amqp from "amqplib"
  */
 export interface Acks {
   /** Records a delivery as unsettled; call in arrival order. */
-  readonly delivered: (delivery: amqp.ConsumeMessage) => void
+  readonly delivered: (delivery: Channel.Delivery) => void
   /**
    * Queues an ack, sent within one turn of the event loop. `counted: false`
    * keeps it out of `onSent` (an ack that settles a dead-lettered message).
    */
-  readonly ack: (delivery: amqp.ConsumeMessage, counted?: boolean) => void
+  readonly ack: (delivery: Channel.Delivery, counted?: boolean) => void
   /** Sends a nack now (`requeue`: back to the queue; otherwise to the dead-letter target); false if the channel is gone. */
-  readonly nack: (delivery: amqp.ConsumeMessage, requeue: boolean) => boolean
+  readonly nack: (delivery: Channel.Delivery, requeue: boolean) => boolean
   /** Sends the queued acks now. */
   readonly flush: () => void
   /**
@@ -50,7 +50,7 @@ export interface Acks {
  * @since 0.1.0
  */
 export const make = (
-  channel: amqp.Channel,
+  channel: Channel.RawChannel,
   options: {
     readonly isOpen: () => boolean
     readonly maxPending: number
@@ -59,7 +59,7 @@ export const make = (
   }
 ): Acks => {
   // Insertion order is tag order: deliveries arrive with increasing tags.
-  const unsettled = new Map<number, amqp.ConsumeMessage>()
+  const unsettled = new Map<number, Channel.Delivery>()
   const queued = new Set<number>()
   const uncounted = new Set<number>()
   let scheduled = false
@@ -75,7 +75,7 @@ export const make = (
     if (queued.size === 0) return
     if (!options.isOpen()) return reset()
     // The run of acked deliveries at the head: one `multiple` ack covers it.
-    let last: amqp.ConsumeMessage | undefined
+    let last: Channel.Delivery | undefined
     const run: Array<number> = []
     for (const [tag, delivery] of unsettled) {
       if (!queued.has(tag)) break

@@ -56,6 +56,53 @@ export class ChannelClosed extends Data.TaggedError("ChannelClosed")<{
 }
 
 /**
+ * amqplib's types, named once here: the rest of the library reaches amqplib
+ * only through this module and {@link Connection}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type RawChannel = amqp.Channel
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type RawConfirmChannel = amqp.ConfirmChannel
+/**
+ * A message the broker pushed to a consumer (basic.deliver).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Delivery = amqp.ConsumeMessage
+/**
+ * A message fetched with basic.get.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Fetched = amqp.GetMessage
+/**
+ * A message the broker returned (basic.return), or any message amqplib hands over.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type RawMessage = amqp.Message
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export type Headers = amqp.MessagePropertyHeaders
+/**
+ * amqplib's options of one publish (its properties).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type PublishOptions = amqp.Options.Publish
+
+/**
  * @category models
  * @since 0.1.0
  */
@@ -68,7 +115,7 @@ export interface ChannelOptions {
  * @category models
  * @since 0.1.0
  */
-export interface Channel<C extends amqp.Channel = amqp.Channel> {
+export interface Channel<C extends RawChannel = RawChannel> {
   /** Fails with {@link ChannelClosed} once the channel is closed; never succeeds. */
   readonly closed: Effect.Effect<never, ChannelClosed>
   readonly isOpen: () => boolean
@@ -143,10 +190,10 @@ export const make = (
 export const makeConfirm = (
   connection: Connection,
   options: ChannelOptions = {}
-): Effect.Effect<Channel<amqp.ConfirmChannel>, ChannelError, Scope.Scope> =>
+): Effect.Effect<Channel<RawConfirmChannel>, ChannelError, Scope.Scope> =>
   open(() => connection.model.createConfirmChannel(), options)
 
-const open = <C extends amqp.Channel>(
+const open = <C extends RawChannel>(
   create: () => Promise<C>,
   options: ChannelOptions
 ): Effect.Effect<Channel<C>, ChannelError, Scope.Scope> =>

@@ -29,7 +29,6 @@
  *
  * @since 0.1.0
  */
-import type * as amqp from "amqplib"
 import { Data, Effect } from "effect"
 import * as Channel from "./Channel.ts"
 import * as Connection from "./Connection.ts"
@@ -123,7 +122,7 @@ const brokerReason = (reason: unknown): string | undefined => {
   return value === undefined ? undefined : `broker:${value}`
 }
 
-const summary = (message: amqp.GetMessage): Parked => {
+const summary = (message: Channel.Fetched): Parked => {
   const headers = message.properties.headers ?? {}
   const attempts: unknown = headers["x-attempts"]
   const timestamp: unknown = message.properties.timestamp
@@ -148,7 +147,7 @@ const session = (options: Connection.ConnectionOptions) =>
     return { connection, channel }
   }).pipe(Effect.mapError((error) => new DeadLettersError({ operation: "connect", reason: error.message })))
 
-const call = <A>(channel: Channel.Channel<amqp.ConfirmChannel>, operation: string, f: (ch: amqp.ConfirmChannel) => Promise<A>) =>
+const call = <A>(channel: Channel.Channel<Channel.RawConfirmChannel>, operation: string, f: (ch: Channel.RawConfirmChannel) => Promise<A>) =>
   channel.call(operation, f).pipe(Effect.mapError((error) => new DeadLettersError({ operation, reason: error.reason })))
 
 /**
@@ -157,10 +156,10 @@ const call = <A>(channel: Channel.Channel<amqp.ConfirmChannel>, operation: strin
  * leaves unsettled goes back to the queue when the channel closes.
  */
 const scan = (
-  channel: Channel.Channel<amqp.ConfirmChannel>,
+  channel: Channel.Channel<Channel.RawConfirmChannel>,
   dlq: string,
   limit: number,
-  visit: (message: amqp.GetMessage) => Effect.Effect<"continue" | "stop", DeadLettersError>
+  visit: (message: Channel.Fetched) => Effect.Effect<"continue" | "stop", DeadLettersError>
 ) =>
   Effect.gen(function*() {
     // Only the messages there now: a replayed message that comes back parked is not seen twice.
@@ -250,8 +249,8 @@ export const replay = (
     const { messageCount } = yield* call(channel, `queue.declare ${dlq} (passive)`, (ch) => ch.checkQueue(dlq))
 
     const send = sender(channel, queue)
-    const sendBack = (message: amqp.GetMessage) => Effect.mapError(send(message), (failed) => new DeadLettersError(failed))
-    const sendOne = (message: amqp.GetMessage) =>
+    const sendBack = (message: Channel.Fetched) => Effect.mapError(send(message), (failed) => new DeadLettersError(failed))
+    const sendOne = (message: Channel.Fetched) =>
       Effect.flatMap(sendBack(message), (outcome) =>
         Effect.gen(function*() {
           if (outcome === "unroutable") {
@@ -267,7 +266,7 @@ export const replay = (
     // A batch of copies in flight at once, each parked message acked as soon
     // as its own copy is confirmed: one confirm round trip a batch, not a message.
     while (progress.seen < messageCount && remaining > 0) {
-      const batch: Array<amqp.GetMessage> = []
+      const batch: Array<Channel.Fetched> = []
       while (batch.length < REPLAY_BATCH && progress.seen < messageCount && remaining > 0) {
         const message = yield* call(channel, `basic.get ${dlq}`, (ch) => ch.get(dlq, { noAck: false }))
         if (message === false) {

@@ -42,7 +42,7 @@
  *
  * @since 0.1.0
  */
-import type * as amqp from "amqplib"
+import type * as Channel from "./Channel.ts"
 import { randomUUID } from "node:crypto"
 import { Cause, Context, Duration, Effect, Exit, Schema, Tracer } from "effect"
 import type * as Confirms from "./internal/confirms.ts"
@@ -98,7 +98,7 @@ export interface RawMessage {
   readonly exchange: string
   readonly routingKey: string
   readonly content: Buffer
-  readonly options: amqp.Options.Publish & { readonly messageId: string }
+  readonly options: Channel.PublishOptions & { readonly messageId: string }
   readonly mandatory?: boolean | undefined
 }
 

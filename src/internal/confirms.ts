@@ -13,7 +13,6 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
 import { Effect, Exit } from "effect"
 import * as Channel from "../Channel.ts"
 
@@ -22,7 +21,7 @@ export interface Outgoing {
   readonly exchange: string
   readonly routingKey: string
   readonly content: Buffer
-  readonly options: amqp.Options.Publish & { readonly messageId: string; readonly mandatory: boolean }
+  readonly options: Channel.PublishOptions & { readonly messageId: string; readonly mandatory: boolean }
 }
 
 /** How one try to send a message ended. */
@@ -64,7 +63,7 @@ export interface Confirms {
  * `timeoutMillis` sets how often the watchdog looks.
  */
 export const make = (
-  channel: Channel.Channel<amqp.ConfirmChannel>,
+  channel: Channel.Channel<Channel.RawConfirmChannel>,
   options: { readonly timeoutMillis: number; readonly onFull: () => void }
 ) =>
   Effect.gen(function*() {
@@ -88,7 +87,7 @@ export const make = (
       entry.resume(result)
     }
 
-    channel.raw.on("return", (returned: amqp.Message) => {
+    channel.raw.on("return", (returned: Channel.RawMessage) => {
       const { exchange, routingKey } = returned.fields
       const messageId: unknown = returned.properties.messageId
       for (let i = head; i < pending.length; i++) {

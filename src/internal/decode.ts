@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
+import type * as Channel from "../Channel.ts"
 import { Cause, Exit, Schema, SchemaAST } from "effect"
 import { SchemaJITCompiler } from "effect/schema"
 import type { Message } from "../Message.ts"
@@ -29,7 +29,7 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
   const decodeBody = jsonDecoder(schema)
   const decodeHeaders = headerSchema === undefined ? undefined : Schema.decodeUnknownExit(headerSchema)
   return (
-    delivery: amqp.ConsumeMessage,
+    delivery: Channel.Delivery,
     maxBodyBytes: number,
     attempt: number
   ): Prepared<S["Type"], H["Type"]> | Outcome.DecodeError => {
@@ -185,7 +185,7 @@ const causeMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
  * of the retry's copy.
  */
 export const originalRoute = (
-  delivery: amqp.ConsumeMessage,
+  delivery: Channel.Delivery,
   queue: string
 ): { readonly exchange: string; readonly routingKey: string } => {
   const deaths: unknown = delivery.properties.headers?.["x-death"]

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
+import type * as Channel from "../Channel.ts"
 import { Cause, Duration, Effect, Exit } from "effect"
 import type { Message } from "../Message.ts"
 import type * as Metrics from "../Metrics.ts"
@@ -19,7 +19,7 @@ export interface HandleOptions<S extends BodySchema, H extends BodySchema, E, R>
   readonly queue: string
   readonly policy: Outcome.FailurePolicy
   readonly prepare: (
-    delivery: amqp.ConsumeMessage,
+    delivery: Channel.Delivery,
     maxBodyBytes: number,
     attempt: number
   ) => Prepared<S["Type"], H["Type"]> | Outcome.DecodeError

@@ -9,7 +9,6 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
 import { Cause, Duration, Effect, Latch } from "effect"
 import * as Channel from "../Channel.ts"
 import type { Connection } from "../Connection.ts"
@@ -20,7 +19,7 @@ import * as Confirms from "./confirms.ts"
 
 /** A session's confirm channel, while it is open. */
 export interface Live {
-  readonly channel: Channel.Channel<amqp.ConfirmChannel>
+  readonly channel: Channel.Channel<Channel.RawConfirmChannel>
   readonly confirms: Confirms.Confirms
   readonly unblocked: Latch.Latch
   readonly drained: Latch.Latch

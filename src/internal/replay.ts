@@ -6,7 +6,6 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
 import { Effect } from "effect"
 import type * as Channel from "../Channel.ts"
 
@@ -31,9 +30,9 @@ export const REPLAY_BATCH = 100
  * Publishes parked messages back, mandatory and confirmed; one listener for
  * the returns of all of them (a return comes before its confirm).
  */
-export const sender = (channel: Channel.Channel<amqp.ConfirmChannel>, queue: string) => {
+export const sender = (channel: Channel.Channel<Channel.RawConfirmChannel>, queue: string) => {
   const returns = new Map<unknown, number>()
-  channel.raw.on("return", (back: amqp.Message) => {
+  channel.raw.on("return", (back: Channel.RawMessage) => {
     const id: unknown = back.properties.messageId
     returns.set(id, (returns.get(id) ?? 0) + 1)
   })
@@ -44,7 +43,7 @@ export const sender = (channel: Channel.Channel<amqp.ConfirmChannel>, queue: str
     else returns.set(id, n - 1)
     return true
   }
-  return (message: amqp.GetMessage): Effect.Effect<"sent" | "unroutable", ReplayFailed> => {
+  return (message: Channel.Fetched): Effect.Effect<"sent" | "unroutable", ReplayFailed> => {
     const headers = message.properties.headers ?? {}
     const exchange = text(headers["x-original-exchange"]) ?? ""
     const routingKey = text(headers["x-original-routing-key"]) ??

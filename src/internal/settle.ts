@@ -5,7 +5,6 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
 import { randomUUID } from "node:crypto"
 import { Effect } from "effect"
 import type * as Acks from "../Acks.ts"
@@ -27,7 +26,7 @@ export const channelGone = (decision: string): Settled => ({
 })
 
 /** Settles one delivery: synchronously, except where a publish or a wait comes first. */
-export type Settle = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision) => Settled | Effect.Effect<Settled>
+export type Settle = (delivery: Channel.Delivery, decision: Outcome.Decision) => Settled | Effect.Effect<Settled>
 
 /** The longest `x-error-message` a dead-letter copy carries: enough to read, never enough to refuse the copy. */
 const MAX_ERROR_MESSAGE = 1000
@@ -46,9 +45,9 @@ export const settler = (
   publisher: Publisher.Publisher["Service"],
   names: { readonly queue: string; readonly deadLetterQueue: string | undefined; readonly retryQueue: string | undefined }
 ): Settle => {
-  const nacked = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
+  const nacked = (delivery: Channel.Delivery, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
     acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
-  const acked = (delivery: amqp.ConsumeMessage, log: Effect.Effect<void>, counted = true): Settled => {
+  const acked = (delivery: Channel.Delivery, log: Effect.Effect<void>, counted = true): Settled => {
     if (!channel.isOpen()) return channelGone("Ack")
     acks.ack(delivery, counted)
     return { outcome: "Ack", log }
@@ -56,7 +55,7 @@ export const settler = (
   const ackLog = Effect.logDebug("message acked")
   const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
 
-  const requeueWhenPublisherReady = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision & { _tag: "Requeue" }) =>
+  const requeueWhenPublisherReady = (delivery: Channel.Delivery, decision: Outcome.Decision & { _tag: "Requeue" }) =>
     // Interruptible, so that shutdown does not wait for a broker that stays blocked.
     Effect.interruptible(Effect.raceFirst(publisher.awaitUsable, channel.closed)).pipe(
       Effect.exit,
@@ -69,7 +68,7 @@ export const settler = (
    * pause (the copy may or may not be there: at least once, never lost).
    */
   const copyThenAck = (
-    delivery: amqp.ConsumeMessage,
+    delivery: Channel.Delivery,
     copy: Effect.Effect<void, Publisher.PublishError>,
     done: { readonly outcome: "Retry" | "DeadLetter"; readonly log: Effect.Effect<void> },
     what: string
@@ -97,7 +96,7 @@ export const settler = (
     )
 
   /** A retry: a confirmed copy to the delay's retry queue, carrying its next attempt and its first route. */
-  const retry = (delivery: amqp.ConsumeMessage, decision: Outcome.Decision & { _tag: "Retry" }): Effect.Effect<Settled> => {
+  const retry = (delivery: Channel.Delivery, decision: Outcome.Decision & { _tag: "Retry" }): Effect.Effect<Settled> => {
     const target = names.retryQueue ?? `${names.queue}.retry`
     const route = originalRoute(delivery, names.queue)
     const base = copyOf(delivery, target)
@@ -123,7 +122,7 @@ export const settler = (
     )
   }
 
-  const deadLetter = (delivery: amqp.ConsumeMessage, failure: Outcome.Failure): Effect.Effect<Settled> => {
+  const deadLetter = (delivery: Channel.Delivery, failure: Outcome.Failure): Effect.Effect<Settled> => {
     const copy = deadLetterCopy(delivery, failure, names.queue, deadLetterQueue)
     return copyThenAck(
       delivery,
@@ -171,7 +170,7 @@ export const settler = (
  * publisher's), the delivery mode (a copy is always persistent), the
  * deprecated cluster id, the broker's delivery counts.
  */
-const copyOf = (delivery: amqp.ConsumeMessage, routingKey: string): Publisher.RawMessage => {
+const copyOf = (delivery: Channel.Delivery, routingKey: string): Publisher.RawMessage => {
   const { clusterId: _c, deliveryMode: _d, expiration: _e, headers, messageId, userId: _u, ...properties } = delivery.properties
   return {
     exchange: "",
@@ -191,14 +190,14 @@ const copyOf = (delivery: amqp.ConsumeMessage, routingKey: string): Publisher.Ra
  * quorum queue would take a copied `x-delivery-count` for its own (it adds
  * the header only once it counted one).
  */
-const withoutDeliveryCounts = (headers: amqp.MessagePropertyHeaders | undefined): Record<string, unknown> => {
+const withoutDeliveryCounts = (headers: Channel.Headers | undefined): Record<string, unknown> => {
   const { "x-delivery-count": _d, "x-acquired-count": _a, ...rest } = headers ?? {}
   return rest
 }
 
 /** The copy parked in the dead-letter queue, with headers that say why. */
 const deadLetterCopy = (
-  delivery: amqp.ConsumeMessage,
+  delivery: Channel.Delivery,
   failure: Outcome.Failure,
   queue: string,
   deadLetterQueue: string

@@ -20,7 +20,6 @@
  *
  * @internal
  */
-import type * as amqp from "amqplib"
 import { Context, Data, Deferred, Duration, Effect, Exit, type Fiber, FiberSet, References, type Scope } from "effect"
 import type * as Acks from "../Acks.ts"
 import type * as Channel from "../Channel.ts"
@@ -60,7 +59,7 @@ export interface State {
  * handler itself may run in `restore` (interruptibly).
  */
 export type Handle<R> = (
-  delivery: amqp.ConsumeMessage,
+  delivery: Channel.Delivery,
   attempt: number,
   /** The broker's count of this message's deliveries that ended unsettled (0 where it counts every return). */
   failedDeliveries: number,
@@ -93,7 +92,7 @@ export const subscribe = <R>(
 ): Effect.Effect<never, ConsumerCancelled | Channel.ChannelClosed | Channel.ChannelError | Topology.TopologyConflict, R | Scope.Scope> =>
   Effect.gen(function*() {
     const { acks, channel, concurrency, connection, queue } = options
-    const waiting: Array<amqp.ConsumeMessage> = []
+    const waiting: Array<Channel.Delivery> = []
     const slots = new Set<Slot>()
     let running = 0
     let stopping = false
@@ -258,8 +257,8 @@ const drain = (
   channel: Channel.Channel,
   options: {
     readonly consumerTag: string | undefined
-    readonly unstarted: () => ReadonlyArray<amqp.ConsumeMessage>
-    readonly requeue: (delivery: amqp.ConsumeMessage) => boolean
+    readonly unstarted: () => ReadonlyArray<Channel.Delivery>
+    readonly requeue: (delivery: Channel.Delivery) => boolean
     readonly handlers: FiberSet.FiberSet<void, never>
     readonly grace: Duration.Input
   }
