@@ -13,7 +13,7 @@ import * as Outcome from "../Outcome.ts"
 import * as Tracing from "../Tracing.ts"
 import type { BodySchema, Prepared } from "./decode.ts"
 import type { Settle, Settled } from "./settle.ts"
-import type { Handle } from "./subscription.ts"
+import type { Handle } from "./dispatch.ts"
 
 export interface HandleOptions<S extends BodySchema, H extends BodySchema, E, R> {
   readonly queue: string
