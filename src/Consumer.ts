@@ -29,8 +29,11 @@
  * delay and goes back to `q`), `q.retry` (the target of the broker's own
  * dead-lettering from `q`, kept as it is when an earlier version made it with
  * another delay) and `q.dlq` (where messages that will never succeed are
- * parked). The machinery is in `internal/`: `subscription.ts` (handler
- * fibers, timeouts, cancel, drain), `handle.ts`, `decode.ts`, `settle.ts`.
+ * parked). The machinery is in `internal/`, in the order a delivery meets
+ * it: `consume.ts` (channels and subscriptions, one after another),
+ * `subscription.ts` (basic.consume, cancel), `dispatch.ts` (handler fibers,
+ * timeouts), `handle.ts` (one delivery), `decode.ts`, `settle.ts` (carrying
+ * out the {@link Outcome} decision), `drain.ts` (shutdown).
  *
  * @example
  * ```ts
@@ -49,22 +52,17 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, LogLevel, Schema, Tracer } from "effect"
-import * as Acks from "./Acks.ts"
-import * as Channel from "./Channel.ts"
+import type { Duration, Effect, Schema } from "effect"
 import type { Connection } from "./Connection.ts"
+import * as Consume from "./internal/consume.ts"
 import { type BodySchema as Body, preparer } from "./internal/decode.ts"
-import { handler as handling } from "./internal/handle.ts"
-import { settler } from "./internal/settle.ts"
-import { ConsumerCancelled, subscribe } from "./internal/subscription.ts"
+import { queuesOf } from "./internal/queues.ts"
 import type { Message } from "./Message.ts"
-import * as Metrics from "./Metrics.ts"
 import * as Options from "./Options.ts"
 import * as Outcome from "./Outcome.ts"
 import type * as Publisher from "./Publisher.ts"
-import * as Reconnect from "./Reconnect.ts"
-import { queuesOf } from "./internal/queues.ts"
-import * as Topology from "./Topology.ts"
+import type * as Reconnect from "./Reconnect.ts"
+import type * as Topology from "./Topology.ts"
 
 /**
  * How the consumer's queue is declared (it is created when missing).
@@ -191,87 +189,8 @@ export const make = <
   // `queue`, its retry queues and its dead-letter queue, all of its type (see internal/queues.ts).
   const topology = queuesOf(queue, policy, options.queueOptions)
 
-  const run = (connection: Connection, settings: RunSettings) =>
-    Effect.gen(function*() {
-      const prefetch = options.prefetch ?? settings.prefetch
-      const context = yield* Effect.context<never>()
-      const metrics = Metrics.forQueue(queue, context)
-      // Decided once, not per message.
-      const traced = (yield* Tracer.Tracer) !== Tracer.Tracer.defaultValue()
-      const logAcks = yield* LogLevel.isEnabled("Debug")
-      const handlerTimeout = Duration.fromInputUnsafe(options.handlerTimeout ?? settings.handlerTimeout)
-
-      /** One channel's lifetime: subscriptions one after another, until the channel closes. */
-      const onChannel = (ready: Effect.Effect<void>) =>
-        Effect.gen(function*() {
-          const channel = yield* Channel.make(connection, { prefetch })
-          const acks = Acks.make(channel.raw, {
-            isOpen: channel.isOpen,
-            // Often enough that the broker's prefetch window never runs dry.
-            maxPending: Math.max(1, Math.floor(prefetch / 4)),
-            onSent: metrics.acked
-          })
-          // Runs after the handlers are done (or interrupted) and before the
-          // channel closes: acks still queued go out on this channel.
-          yield* Effect.addFinalizer(() => Effect.sync(acks.flush))
-          const handle = handling({
-            queue,
-            policy,
-            prepare,
-            handler: options.handler,
-            maxBodyBytes: options.maxBodyBytes ?? settings.maxBodyBytes,
-            handlerTimeout,
-            settle: settler(channel, acks, settings.publisher, { queue, deadLetterQueue, retryQueue }),
-            metrics,
-            traced,
-            logAcks
-          })
-          return yield* Reconnect.loop(
-            {
-              backoff: settings.backoff,
-              // Only a cancel is retried here; a closed channel ends this channel's lifetime.
-              isFatal: (error): error is Exclude<typeof error, ConsumerCancelled> => !(error instanceof ConsumerCancelled),
-              onRetry: ({ attempt, delay }) =>
-                Effect.andThen(
-                  settings.onSubscribed(false),
-                  Effect.logWarning(
-                    `the broker cancelled the consumer of ${queue}; declaring the queue and subscribing again ` +
-                      `in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
-                  )
-                )
-            },
-            (subscribed) =>
-              Effect.scoped(subscribe({
-                queue,
-                connection,
-                channel,
-                acks,
-                topology: settings.topology,
-                concurrency: options.concurrency ?? prefetch,
-                handlerTimeout,
-                shutdownGrace: settings.shutdownGrace,
-                handle,
-                ready: Effect.andThen(Effect.andThen(ready, subscribed), settings.onSubscribed(true))
-              }))
-          )
-        }).pipe(Effect.scoped)
-
-      return yield* Reconnect.loop(
-        {
-          backoff: settings.backoff,
-          isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
-          onRetry: ({ attempt, cause, delay }) =>
-            Effect.andThen(
-              settings.onSubscribed(false),
-              Effect.logWarning(
-                `consumer of ${queue} stopped (${Outcome.describe(Cause.squash(cause))}); ` +
-                  `opening a new channel in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
-              )
-            )
-        },
-        (ready) => onChannel(ready).pipe(Effect.catch(Channel.unlessConnectionLost(connection)))
-      )
-    }).pipe(Effect.annotateLogs({ queue }))
+  const spec: Consume.Spec<S, H, E, R> = { options, policy, deadLetterQueue, retryQueue, prepare }
+  const run = (connection: Connection, settings: RunSettings) => Consume.run(spec, connection, settings)
 
   return { [TypeId]: TypeId, queue, topology, deadLetterQueue, check, run }
 }

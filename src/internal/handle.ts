@@ -13,7 +13,7 @@ import * as Outcome from "../Outcome.ts"
 import * as Tracing from "../Tracing.ts"
 import type { BodySchema, Prepared } from "./decode.ts"
 import type { Settle, Settled } from "./settle.ts"
-import type { Handle } from "./dispatch.ts"
+import type { Handle, Slot, State } from "./dispatch.ts"
 
 export interface HandleOptions<S extends BodySchema, H extends BodySchema, E, R> {
   readonly queue: string
@@ -38,90 +38,134 @@ const ack: Outcome.Decision = { _tag: "Ack" }
 
 const voidLog = Effect.logDebug("the broker took the message back (subscription cancelled): nothing sent for it")
 
+/** What the handling of every delivery of one consumer shares. */
+interface Env<S extends BodySchema, H extends BodySchema, E, R> extends HandleOptions<S, H, E, R> {
+  /** The failure of a handler the watchdog interrupted. */
+  readonly timedOut: Exit.Exit<never, Outcome.HandlerError<Outcome.HandlerTimeout>>
+}
+
+/** One delivery being handled. */
+interface Job {
+  readonly delivery: Channel.Delivery
+  readonly attempt: number
+  readonly slot: Slot
+  readonly state: State
+  readonly startedAt: number
+}
+
 /** Handles deliveries of one consumer on one channel. */
 export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
   options: HandleOptions<S, H, E, R>
 ): Handle<R> => {
-  const { metrics, policy, settle } = options
-  const timedOut = Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: options.handlerTimeout }) }))
-
-  /** A handler that throws instead of returning an effect has died: same outcome as a defect. */
-  const callHandler = (body: S["Type"], message: Message<H["Type"]>): Effect.Effect<unknown, E, R> => {
-    try {
-      return options.handler(body, message)
-    } catch (defect) {
-      return Effect.die(defect)
-    }
+  const env: Env<S, H, E, R> = {
+    ...options,
+    timedOut: Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: options.handlerTimeout }) }))
   }
-
-  const report = ({ log, outcome }: Settled, startedAt: number): Effect.Effect<void> | undefined => {
-    const seconds = (performance.now() - startedAt) / 1000
-    metrics.settled(outcome, seconds)
-    return outcome === "Ack" && !options.logAcks
-      ? undefined
-      : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
-  }
-
   return (delivery, attempt, failedDeliveries, slot, state, restore, next) => {
-    const startedAt = performance.now()
-    metrics.received()
-
-    /** Settles by `decision` (unless the delivery is void) and returns the log line to write, if any. */
-    const finish = (decision: Outcome.Decision): Effect.Effect<void> | undefined => {
-      if (state.voided()) return report({ outcome: undefined, log: voidLog }, startedAt)
-      const settled = settle(delivery, decision)
-      return Effect.isEffect(settled)
-        ? Effect.flatMap(settled, (s) => report(s, startedAt) ?? Effect.void)
-        : report(settled, startedAt)
-    }
-    const decide = (exit: Exit.Exit<unknown, Outcome.DecodeError | Outcome.HandlerError<E | Outcome.HandlerTimeout>>) =>
-      Outcome.decide(exit, policy, {
-        attempt,
-        redelivered: delivery.fields.redelivered,
-        interruptedByWorker: state.stopping()
-      })
-
+    const job: Job = { delivery, attempt, slot, state, startedAt: performance.now() }
+    env.metrics.received()
     // Crashed the worker on every attempt: parked without running again.
-    const spent = Outcome.unsettled(policy, attempt, failedDeliveries)
-    if (spent !== undefined) return andThen(finish(spent), next)
+    const spent = Outcome.unsettled(env.policy, attempt, failedDeliveries)
+    if (spent !== undefined) return andThen(finish(env, job, spent), next)
 
-    const prepared = options.prepare(delivery, options.maxBodyBytes, attempt)
-    if (prepared instanceof Outcome.DecodeError) return andThen(finish(decide(Exit.fail(prepared))), next)
-
-    const succeeded = () => {
-      slot.startedAt = -1
-      return finish(ack)
-    }
-    const failed = (cause: Cause.Cause<E>) => {
-      slot.startedAt = -1
-      return finish(decide(
-        slot.timedOut && Cause.hasInterruptsOnly(cause)
-          ? timedOut
-          : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
-      ))
-    }
-    const handler = callHandler(prepared.body, prepared.message)
-    slot.startedAt = startedAt
-    if (!options.traced) {
-      return Effect.matchCauseEffect(restore(handler), {
-        onSuccess: () => andThen(succeeded(), next),
-        onFailure: (cause) => andThen(failed(cause), next)
-      })
-    }
-    // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
-    const handled = Effect.matchCauseEffect(restore(Tracing.handle(handler)), {
-      onSuccess: () => succeeded() ?? Effect.void,
-      onFailure: (cause) => failed(cause) ?? Effect.void
-    })
-    return Effect.flatMap(
-      Tracing.consume(options.queue, delivery.properties.headers, {
-        "messaging.message.id": prepared.message.id,
-        "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
-        "messaging.rabbitmq.message.attempt": attempt
-      })(handled),
-      () => next
-    )
+    const prepared = env.prepare(delivery, env.maxBodyBytes, attempt)
+    if (prepared instanceof Outcome.DecodeError) return andThen(finish(env, job, decide(env, job, Exit.fail(prepared))), next)
+    return run(env, job, prepared, restore, next)
   }
+}
+
+/** Runs the handler (in the message's span when traced), then settles by its outcome, then `next`. */
+const run = <S extends BodySchema, H extends BodySchema, E, R>(
+  env: Env<S, H, E, R>,
+  job: Job,
+  prepared: Prepared<S["Type"], H["Type"]>,
+  restore: <A, E1, R1>(effect: Effect.Effect<A, E1, R1>) => Effect.Effect<A, E1, R1>,
+  next: Effect.Effect<void, never, R>
+): Effect.Effect<void, never, R> => {
+  const succeeded = () => {
+    job.slot.startedAt = -1
+    return finish(env, job, ack)
+  }
+  const failed = (cause: Cause.Cause<E>) => {
+    job.slot.startedAt = -1
+    return finish(env, job, decide(
+      env,
+      job,
+      job.slot.timedOut && Cause.hasInterruptsOnly(cause)
+        ? env.timedOut
+        : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
+    ))
+  }
+  const handler = callHandler(env, prepared)
+  job.slot.startedAt = job.startedAt
+  if (!env.traced) {
+    return Effect.matchCauseEffect(restore(handler), {
+      onSuccess: () => andThen(succeeded(), next),
+      onFailure: (cause) => andThen(failed(cause), next)
+    })
+  }
+  // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
+  const handled = Effect.matchCauseEffect(restore(Tracing.handle(handler)), {
+    onSuccess: () => succeeded() ?? Effect.void,
+    onFailure: (cause) => failed(cause) ?? Effect.void
+  })
+  return Effect.flatMap(
+    Tracing.consume(env.queue, job.delivery.properties.headers, {
+      "messaging.message.id": prepared.message.id,
+      "messaging.rabbitmq.destination.routing_key": job.delivery.fields.routingKey,
+      "messaging.rabbitmq.message.attempt": job.attempt
+    })(handled),
+    () => next
+  )
+}
+
+/** A handler that throws instead of returning an effect has died: same outcome as a defect. */
+const callHandler = <S extends BodySchema, H extends BodySchema, E, R>(
+  env: Env<S, H, E, R>,
+  prepared: Prepared<S["Type"], H["Type"]>
+): Effect.Effect<unknown, E, R> => {
+  try {
+    return env.handler(prepared.body, prepared.message)
+  } catch (defect) {
+    return Effect.die(defect)
+  }
+}
+
+const decide = <S extends BodySchema, H extends BodySchema, E, R>(
+  env: Env<S, H, E, R>,
+  job: Job,
+  exit: Exit.Exit<unknown, Outcome.DecodeError | Outcome.HandlerError<E | Outcome.HandlerTimeout>>
+): Outcome.Decision =>
+  Outcome.decide(exit, env.policy, {
+    attempt: job.attempt,
+    redelivered: job.delivery.fields.redelivered,
+    interruptedByWorker: job.state.stopping()
+  })
+
+/** Settles by `decision` (unless the delivery is void) and returns the log line to write, if any. */
+const finish = <S extends BodySchema, H extends BodySchema, E, R>(
+  env: Env<S, H, E, R>,
+  job: Job,
+  decision: Outcome.Decision
+): Effect.Effect<void> | undefined => {
+  if (job.state.voided()) return report(env, { outcome: undefined, log: voidLog }, job.startedAt)
+  const settled = env.settle(job.delivery, decision)
+  return Effect.isEffect(settled)
+    ? Effect.flatMap(settled, (s) => report(env, s, job.startedAt) ?? Effect.void)
+    : report(env, settled, job.startedAt)
+}
+
+/** Counts the outcome, and returns its log line unless it is an ack nobody reads. */
+const report = <S extends BodySchema, H extends BodySchema, E, R>(
+  env: Env<S, H, E, R>,
+  { log, outcome }: Settled,
+  startedAt: number
+): Effect.Effect<void> | undefined => {
+  const seconds = (performance.now() - startedAt) / 1000
+  env.metrics.settled(outcome, seconds)
+  return outcome === "Ack" && !env.logAcks
+    ? undefined
+    : Effect.annotateLogs(log, { outcome: outcome ?? "none", durationMs: Math.round(seconds * 1000) })
 }
 
 /** Runs `first`, if there is anything to run, then `next`. */

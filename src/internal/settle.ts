@@ -31,6 +31,16 @@ export type Settle = (delivery: Channel.Delivery, decision: Outcome.Decision) =>
 /** The longest `x-error-message` a dead-letter copy carries: enough to read, never enough to refuse the copy. */
 const MAX_ERROR_MESSAGE = 1000
 
+/** Where a consumer's decisions are carried out. */
+interface Target {
+  readonly channel: Channel.Channel
+  readonly acks: Acks.Acks
+  readonly publisher: Publisher.Publisher["Service"]
+  readonly queue: string
+  readonly deadLetterQueue: string
+  readonly retryQueue: string
+}
+
 /**
  * Carries out decisions on the delivering channel. Dead-lettering publishes
  * a copy to the dead-letter queue and acks the original once the broker
@@ -45,122 +55,137 @@ export const settler = (
   publisher: Publisher.Publisher["Service"],
   names: { readonly queue: string; readonly deadLetterQueue: string | undefined; readonly retryQueue: string | undefined }
 ): Settle => {
-  const nacked = (delivery: Channel.Delivery, decision: Outcome.Decision, requeue: boolean, log: Effect.Effect<void>) =>
-    acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
-  const acked = (delivery: Channel.Delivery, log: Effect.Effect<void>, counted = true): Settled => {
-    if (!channel.isOpen()) return channelGone("Ack")
-    acks.ack(delivery, counted)
-    return { outcome: "Ack", log }
+  const target: Target = {
+    channel,
+    acks,
+    publisher,
+    queue: names.queue,
+    deadLetterQueue: names.deadLetterQueue ?? `${names.queue}.dlq`,
+    retryQueue: names.retryQueue ?? `${names.queue}.retry`
   }
-  const ackLog = Effect.logDebug("message acked")
-  const deadLetterQueue = names.deadLetterQueue ?? `${names.queue}.dlq`
-
-  const requeueWhenPublisherReady = (delivery: Channel.Delivery, decision: Outcome.Decision & { _tag: "Requeue" }) =>
-    // Interruptible, so that shutdown does not wait for a broker that stays blocked.
-    Effect.interruptible(Effect.raceFirst(publisher.awaitUsable, channel.closed)).pipe(
-      Effect.exit,
-      Effect.map(() => nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
-    )
-
-  /**
-   * Publishes a confirmed copy, then acks the original once the broker
-   * confirmed it; if that fails, the original goes back to the queue after a
-   * pause (the copy may or may not be there: at least once, never lost).
-   */
-  const copyThenAck = (
-    delivery: Channel.Delivery,
-    copy: Effect.Effect<void, Publisher.PublishError>,
-    done: { readonly outcome: "Retry" | "DeadLetter"; readonly log: Effect.Effect<void> },
-    what: string
-  ): Effect.Effect<Settled> =>
-    copy.pipe(
-      // Once the delivering channel is gone the original comes back anyway.
-      Effect.raceFirst(channel.closed),
-      Effect.matchEffect({
-        onSuccess: () => {
-          const settled = acked(delivery, done.log, false)
-          return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: done.outcome } : settled)
-        },
-        onFailure: (error) =>
-          channel.isOpen()
-            ? Effect.sleep("1 second").pipe(
-              Effect.as(nacked(
-                delivery,
-                { _tag: "Requeue", reason: `${what} failed` },
-                true,
-                Effect.logError(`could not ${what} the message (${error.message}); requeued it`)
-              ))
-            )
-            : Effect.succeed(channelGone(done.outcome))
-      })
-    )
-
-  /** A retry: a confirmed copy to the delay's retry queue, carrying its next attempt and its first route. */
-  const retry = (delivery: Channel.Delivery, decision: Outcome.Decision & { _tag: "Retry" }): Effect.Effect<Settled> => {
-    const target = names.retryQueue ?? `${names.queue}.retry`
-    const route = originalRoute(delivery, names.queue)
-    const base = copyOf(delivery, target)
-    return copyThenAck(
-      delivery,
-      publisher.publishRaw({
-        ...base,
-        options: {
-          ...base.options,
-          headers: {
-            ...base.options.headers,
-            [Outcome.attemptHeader]: decision.attempt + 1,
-            "x-original-exchange": route.exchange,
-            "x-original-routing-key": route.routingKey
-          }
-        }
-      }),
-      {
-        outcome: "Retry",
-        log: Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
-      },
-      "retry"
-    )
-  }
-
-  const deadLetter = (delivery: Channel.Delivery, failure: Outcome.Failure): Effect.Effect<Settled> => {
-    const copy = deadLetterCopy(delivery, failure, names.queue, deadLetterQueue)
-    return copyThenAck(
-      delivery,
-      publisher.publishRaw(copy).pipe(
-        // Headers the client cannot encode (they came from another client, or
-        // grew past the frame with ours): park it with ours alone.
-        Effect.catchIf(
-          (error) => error._tag === "PublishRefused",
-          () => publisher.publishRaw(withoutOriginalHeaders(copy))
-        )
-      ),
-      {
-        outcome: "DeadLetter",
-        log: Effect.logWarning(
-          `message dead-lettered to ${deadLetterQueue} after ${failure.attempts} attempt(s): ` +
-            `${failure.tag}: ${failure.message}`
-        )
-      },
-      "dead-letter"
-    )
-  }
-
   return (delivery, decision) => {
     switch (decision._tag) {
       case "Ack":
-        return acked(delivery, ackLog)
+        return acked(target, delivery, ackLog)
       case "Requeue":
         return decision.whenPublisherReady === true
-          ? requeueWhenPublisherReady(delivery, decision)
-          : nacked(delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`))
+          ? requeueWhenPublisherReady(target, delivery, decision)
+          : nacked(target, delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`))
       case "Reject":
-        return nacked(delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`))
+        return nacked(target, delivery, decision, false, Effect.logWarning(`message rejected: ${decision.reason}`))
       case "Retry":
-        return retry(delivery, decision)
+        return retry(target, delivery, decision)
       case "DeadLetter":
-        return deadLetter(delivery, decision.failure)
+        return deadLetter(target, delivery, decision.failure)
     }
   }
+}
+
+const ackLog = Effect.logDebug("message acked")
+
+const nacked = (
+  target: Target,
+  delivery: Channel.Delivery,
+  decision: Outcome.Decision,
+  requeue: boolean,
+  log: Effect.Effect<void>
+): Settled => target.acks.nack(delivery, requeue) ? { outcome: decision._tag, log } : channelGone(decision._tag)
+
+const acked = (target: Target, delivery: Channel.Delivery, log: Effect.Effect<void>, counted = true): Settled => {
+  if (!target.channel.isOpen()) return channelGone("Ack")
+  target.acks.ack(delivery, counted)
+  return { outcome: "Ack", log }
+}
+
+const requeueWhenPublisherReady = (
+  target: Target,
+  delivery: Channel.Delivery,
+  decision: Outcome.Decision & { _tag: "Requeue" }
+): Effect.Effect<Settled> =>
+  // Interruptible, so that shutdown does not wait for a broker that stays blocked.
+  Effect.interruptible(Effect.raceFirst(target.publisher.awaitUsable, target.channel.closed)).pipe(
+    Effect.exit,
+    Effect.map(() => nacked(target, delivery, decision, true, Effect.logWarning(`message requeued: ${decision.reason}`)))
+  )
+
+/**
+ * Publishes a confirmed copy, then acks the original once the broker
+ * confirmed it; if that fails, the original goes back to the queue after a
+ * pause (the copy may or may not be there: at least once, never lost).
+ */
+const copyThenAck = (
+  target: Target,
+  delivery: Channel.Delivery,
+  copy: Effect.Effect<void, Publisher.PublishError>,
+  done: { readonly outcome: "Retry" | "DeadLetter"; readonly log: Effect.Effect<void> },
+  what: string
+): Effect.Effect<Settled> =>
+  copy.pipe(
+    // Once the delivering channel is gone the original comes back anyway.
+    Effect.raceFirst(target.channel.closed),
+    Effect.matchEffect({
+      onSuccess: () => {
+        const settled = acked(target, delivery, done.log, false)
+        return Effect.succeed(settled.outcome === "Ack" ? { ...settled, outcome: done.outcome } : settled)
+      },
+      onFailure: (error) =>
+        target.channel.isOpen()
+          ? Effect.sleep("1 second").pipe(
+            Effect.as(nacked(
+              target,
+              delivery,
+              { _tag: "Requeue", reason: `${what} failed` },
+              true,
+              Effect.logError(`could not ${what} the message (${error.message}); requeued it`)
+            ))
+          )
+          : Effect.succeed(channelGone(done.outcome))
+    })
+  )
+
+/** A retry: a confirmed copy to the delay's retry queue, carrying its next attempt and its first route. */
+const retry = (
+  target: Target,
+  delivery: Channel.Delivery,
+  decision: Outcome.Decision & { _tag: "Retry" }
+): Effect.Effect<Settled> => {
+  const route = originalRoute(delivery, target.queue)
+  const base = copyOf(delivery, target.retryQueue)
+  const copy: Publisher.RawMessage = {
+    ...base,
+    options: {
+      ...base.options,
+      headers: {
+        ...base.options.headers,
+        [Outcome.attemptHeader]: decision.attempt + 1,
+        "x-original-exchange": route.exchange,
+        "x-original-routing-key": route.routingKey
+      }
+    }
+  }
+  return copyThenAck(target, delivery, target.publisher.publishRaw(copy), {
+    outcome: "Retry",
+    log: Effect.logWarning(`message failed (attempt ${decision.attempt}), will be retried: ${decision.reason}`)
+  }, "retry")
+}
+
+const deadLetter = (target: Target, delivery: Channel.Delivery, failure: Outcome.Failure): Effect.Effect<Settled> => {
+  const copy = deadLetterCopy(delivery, failure, target.queue, target.deadLetterQueue)
+  const published = target.publisher.publishRaw(copy).pipe(
+    // Headers the client cannot encode (they came from another client, or
+    // grew past the frame with ours): park it with ours alone.
+    Effect.catchIf(
+      (error) => error._tag === "PublishRefused",
+      () => target.publisher.publishRaw(withoutOriginalHeaders(copy))
+    )
+  )
+  return copyThenAck(target, delivery, published, {
+    outcome: "DeadLetter",
+    log: Effect.logWarning(
+      `message dead-lettered to ${target.deadLetterQueue} after ${failure.attempts} attempt(s): ` +
+        `${failure.tag}: ${failure.message}`
+    )
+  }, "dead-letter")
 }
 
 /**
