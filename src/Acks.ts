@@ -46,95 +46,112 @@ export interface Acks {
 }
 
 /**
+ * @category models
+ * @since 0.1.0
+ */
+export interface AcksOptions {
+  readonly isOpen: () => boolean
+  readonly maxPending: number
+  /** How many (counted) acks reached the socket, after each flush. */
+  readonly onSent: (count: number) => void
+}
+
+/**
  * @category constructors
  * @since 0.1.0
  */
-export const make = (
-  channel: Channel.RawChannel,
-  options: {
-    readonly isOpen: () => boolean
-    readonly maxPending: number
-    /** How many (counted) acks reached the socket, after each flush. */
-    readonly onSent: (count: number) => void
-  }
-): Acks => {
+export const make = (channel: Channel.RawChannel, options: AcksOptions): Acks => new Batch(channel, options)
+
+class Batch implements Acks {
+  private readonly channel: Channel.RawChannel
+  private readonly options: AcksOptions
   // Insertion order is tag order: deliveries arrive with increasing tags.
-  const unsettled = new Map<number, Channel.Delivery>()
-  const queued = new Set<number>()
-  const uncounted = new Set<number>()
-  let scheduled = false
+  private readonly unsettled = new Map<number, Channel.Delivery>()
+  private readonly queued = new Set<number>()
+  private readonly uncounted = new Set<number>()
+  private scheduled = false
 
-  const reset = () => {
-    queued.clear()
-    uncounted.clear()
-    unsettled.clear()
+  constructor(channel: Channel.RawChannel, options: AcksOptions) {
+    this.channel = channel
+    this.options = options
   }
 
-  const flush = () => {
-    scheduled = false
-    if (queued.size === 0) return
-    if (!options.isOpen()) return reset()
-    // The run of acked deliveries at the head: one `multiple` ack covers it.
-    let last: Channel.Delivery | undefined
-    const run: Array<number> = []
-    for (const [tag, delivery] of unsettled) {
-      if (!queued.has(tag)) break
-      last = delivery
-      run.push(tag)
+  readonly delivered = (delivery: Channel.Delivery): void => {
+    this.unsettled.set(delivery.fields.deliveryTag, delivery)
+  }
+
+  readonly ack = (delivery: Channel.Delivery, counted = true): void => {
+    this.queued.add(delivery.fields.deliveryTag)
+    if (!counted) this.uncounted.add(delivery.fields.deliveryTag)
+    if (this.queued.size >= this.options.maxPending) {
+      this.flush()
+    } else if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.flush)
     }
-    let sent = 0
-    const settled = (tag: number) => {
-      unsettled.delete(tag)
-      queued.delete(tag)
-      if (!uncounted.delete(tag)) sent++
-    }
+  }
+
+  readonly nack = (delivery: Channel.Delivery, requeue: boolean): boolean => {
+    const tag = delivery.fields.deliveryTag
+    this.unsettled.delete(tag)
+    this.queued.delete(tag)
+    if (!this.options.isOpen()) return false
     try {
-      if (last !== undefined) {
-        channel.ack(last, true)
-        for (const tag of run) settled(tag)
-      }
+      this.channel.nack(delivery, false, requeue)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  readonly reset = (): void => {
+    this.queued.clear()
+    this.uncounted.clear()
+    this.unsettled.clear()
+  }
+
+  readonly flush = (): void => {
+    this.scheduled = false
+    if (this.queued.size === 0) return
+    if (!this.options.isOpen()) return this.reset()
+    let sent = 0
+    try {
+      sent += this.ackHead()
       // Acked deliveries behind one still being handled: one by one.
-      for (const tag of queued) {
-        const delivery = unsettled.get(tag)
+      for (const tag of this.queued) {
+        const delivery = this.unsettled.get(tag)
         if (delivery === undefined) continue
-        channel.ack(delivery, false)
-        settled(tag)
+        this.channel.ack(delivery, false)
+        sent += this.settled(tag)
       }
     } catch {
       // The channel is closing: the broker requeues what was not acked.
     }
-    queued.clear()
-    uncounted.clear()
-    if (sent > 0) options.onSent(sent)
+    this.queued.clear()
+    this.uncounted.clear()
+    if (sent > 0) this.options.onSent(sent)
   }
 
-  return {
-    delivered: (delivery) => {
-      unsettled.set(delivery.fields.deliveryTag, delivery)
-    },
-    ack: (delivery, counted = true) => {
-      queued.add(delivery.fields.deliveryTag)
-      if (!counted) uncounted.add(delivery.fields.deliveryTag)
-      if (queued.size >= options.maxPending) {
-        flush()
-      } else if (!scheduled) {
-        scheduled = true
-        setImmediate(flush)
-      }
-    },
-    nack: (delivery, requeue) => {
-      const tag = delivery.fields.deliveryTag
-      unsettled.delete(tag)
-      queued.delete(tag)
-      if (!options.isOpen()) return false
-      try {
-        channel.nack(delivery, false, requeue)
-        return true
-      } catch {
-        return false
-      }
-    },
-    flush,
-    reset
+  /** The run of acked deliveries at the head: one `multiple` ack covers it. Returns how many it counted. */
+  private ackHead(): number {
+    let last: Channel.Delivery | undefined
+    const run: Array<number> = []
+    for (const [tag, delivery] of this.unsettled) {
+      if (!this.queued.has(tag)) break
+      last = delivery
+      run.push(tag)
+    }
+    if (last === undefined) return 0
+    this.channel.ack(last, true)
+    let sent = 0
+    for (const tag of run) sent += this.settled(tag)
+    return sent
+  }
+
+  /** Forgets a delivery that an ack on the socket settled; 1 if it counts. */
+  private settled(tag: number): number {
+    this.unsettled.delete(tag)
+    this.queued.delete(tag)
+    return this.uncounted.delete(tag) ? 0 : 1
   }
 }
