@@ -67,98 +67,116 @@ export const make = (
   options: { readonly timeoutMillis: number; readonly onFull: () => void }
 ) =>
   Effect.gen(function*() {
-    const pending: Array<Pending> = []
-    let head = 0
-    let unconfirmed = 0
-
-    const settle = (entry: Pending, result: SendResult) => {
-      if (entry.done) return
-      entry.done = true
-      unconfirmed--
-      // Confirms come (mostly) in sending order: the settled head moves on.
-      while (head < pending.length && pending[head]!.done) head++
-      if (head === pending.length) {
-        pending.length = 0
-        head = 0
-      } else if (head > 1024 && head * 2 > pending.length) {
-        pending.splice(0, head)
-        head = 0
-      }
-      entry.resume(result)
-    }
-
-    channel.raw.on("return", (returned: Channel.RawMessage) => {
-      const { exchange, routingKey } = returned.fields
-      const messageId: unknown = returned.properties.messageId
-      for (let i = head; i < pending.length; i++) {
-        const entry = pending[i]!
-        const m = entry.message
-        if (
-          !entry.done && !entry.returned && m.options.mandatory && m.options.messageId === messageId &&
-          m.exchange === exchange && m.routingKey === routingKey
-        ) {
-          entry.returned = true
-          return
-        }
-      }
-    })
-
+    const tracker = new Tracker(channel.raw, options.onFull)
+    channel.raw.on("return", tracker.onReturn)
     // One timer for all: a publish overruns its deadline by at most a tenth of the timeout (at most 1 s).
     const every = Math.max(10, Math.min(1000, options.timeoutMillis / 10))
     yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        setInterval(() => {
-          const now = Date.now()
-          for (let i = head; i < pending.length; i++) {
-            const entry = pending[i]!
-            if (!entry.done && entry.deadline <= now) settle(entry, timedOut)
-          }
-        }, every).unref()
-      ),
+      Effect.sync(() => setInterval(tracker.expire, every).unref()),
       (timer) => Effect.sync(() => clearInterval(timer))
     )
-
-    const send = (message: Outgoing, deadline: number): Effect.Effect<SendResult> =>
-      Effect.callback<SendResult>((resume) => {
-        const problem = headersProblem(message.options.headers)
-        if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
-        const entry: Pending = {
-          message,
-          deadline,
-          resume: (result) => resume(result === confirmedResult ? confirmedExit : Exit.succeed(result)),
-          returned: false,
-          done: false
-        }
-        let writable: boolean
-        try {
-          writable = channel.raw.publish(
-            message.exchange,
-            message.routingKey,
-            message.content,
-            message.options,
-            (error: unknown) => settle(entry, confirmed(error, entry.returned))
-          )
-        } catch (error) {
-          // Nothing went out: amqplib encodes the whole frame before writing
-          // it, and registers the confirm only after that.
-          return resume(Effect.succeed(
-            Channel.isClosedError(error)
-              // The channel closed first: the next channel cannot duplicate it.
-              ? notSent
-              : { _tag: "Refused", reason: error instanceof Error ? error.message : String(error) }
-          ))
-        }
-        unconfirmed++
-        pending.push(entry)
-        if (!writable) options.onFull()
-        // Interrupted: its result no longer matters (its confirm, when it comes, is dropped).
-        return Effect.sync(() => {
-          if (!entry.done) settle(entry, timedOut)
-        })
-      })
-
-    return { send, unconfirmed: () => unconfirmed } satisfies Confirms
+    return tracker satisfies Confirms
   })
+
+class Tracker implements Confirms {
+  private readonly raw: Channel.RawConfirmChannel
+  private readonly onFull: () => void
+  /** In sending order; those before `head` are settled. */
+  private readonly pending: Array<Pending> = []
+  private head = 0
+  private count = 0
+
+  constructor(raw: Channel.RawConfirmChannel, onFull: () => void) {
+    this.raw = raw
+    this.onFull = onFull
+  }
+
+  readonly unconfirmed = (): number => this.count
+
+  readonly send = (message: Outgoing, deadline: number): Effect.Effect<SendResult> =>
+    Effect.callback<SendResult>((resume) => {
+      const problem = headersProblem(message.options.headers)
+      if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
+      const entry: Pending = {
+        message,
+        deadline,
+        resume: (result) => resume(result === confirmedResult ? confirmedExit : Exit.succeed(result)),
+        returned: false,
+        done: false
+      }
+      let writable: boolean
+      try {
+        writable = this.raw.publish(
+          message.exchange,
+          message.routingKey,
+          message.content,
+          message.options,
+          (error: unknown) => this.settle(entry, confirmed(error, entry.returned))
+        )
+      } catch (error) {
+        // Nothing went out: amqplib encodes the whole frame before writing
+        // it, and registers the confirm only after that.
+        return resume(Effect.succeed(notSentResult(error)))
+      }
+      this.count++
+      this.pending.push(entry)
+      if (!writable) this.onFull()
+      // Interrupted: its result no longer matters (its confirm, when it comes, is dropped).
+      return Effect.sync(() => {
+        if (!entry.done) this.settle(entry, timedOut)
+      })
+    })
+
+  /** A returned message marks the oldest unconfirmed mandatory publish it matches. */
+  readonly onReturn = (returned: Channel.RawMessage): void => {
+    const { exchange, routingKey } = returned.fields
+    const messageId: unknown = returned.properties.messageId
+    for (let i = this.head; i < this.pending.length; i++) {
+      const entry = this.pending[i]!
+      const m = entry.message
+      if (
+        !entry.done && !entry.returned && m.options.mandatory && m.options.messageId === messageId &&
+        m.exchange === exchange && m.routingKey === routingKey
+      ) {
+        entry.returned = true
+        return
+      }
+    }
+  }
+
+  /** The watchdog: publishes past their deadline end as timed out. */
+  readonly expire = (): void => {
+    const now = Date.now()
+    for (let i = this.head; i < this.pending.length; i++) {
+      const entry = this.pending[i]!
+      if (!entry.done && entry.deadline <= now) this.settle(entry, timedOut)
+    }
+  }
+
+  private settle(entry: Pending, result: SendResult): void {
+    if (entry.done) return
+    entry.done = true
+    this.count--
+    // Confirms come (mostly) in sending order: the settled head moves on.
+    const pending = this.pending
+    while (this.head < pending.length && pending[this.head]!.done) this.head++
+    if (this.head === pending.length) {
+      pending.length = 0
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > pending.length) {
+      pending.splice(0, this.head)
+      this.head = 0
+    }
+    entry.resume(result)
+  }
+}
+
+/** A publish amqplib refused synchronously: nothing went out. */
+const notSentResult = (error: unknown): SendResult =>
+  Channel.isClosedError(error)
+    // The channel closed first: the next channel cannot duplicate it.
+    ? notSent
+    : { _tag: "Refused", reason: error instanceof Error ? error.message : String(error) }
 
 /** The end of a confirm: amqplib calls back with nothing (ack), or an error for a nack or a closed channel. */
 const confirmed = (error: unknown, returned: boolean): SendResult => {

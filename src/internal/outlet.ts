@@ -46,100 +46,113 @@ export interface Outlet {
   readonly stats: () => { readonly waiting: number; readonly unconfirmed: number }
 }
 
-export const make = (options: {
+export interface OutletOptions {
   readonly timeout: Duration.Duration
   readonly maxWaiting: number
-}): Effect.Effect<Outlet> =>
-  Effect.gen(function*() {
-    const timeoutMillis = Duration.toMillis(options.timeout)
-    let live: Live | undefined
-    let waiting = 0
-    const available = yield* Latch.make(false)
+}
 
-    const usable = (current: Live | undefined): current is Live =>
-      current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()
+export const make = (options: OutletOptions): Effect.Effect<Outlet> => Effect.sync(() => new Holder(options))
 
-    const awaitUsable: Effect.Effect<void> = Effect.suspend(() =>
-      usable(live)
-        ? Effect.void
-        : available.await.pipe(
-          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.unblocked.await)),
-          Effect.andThen(Effect.suspend(() => live === undefined ? Effect.void : live.drained.await)),
-          Effect.andThen(Effect.suspend(() => awaitUsable))
-        )
+const usable = (current: Live | undefined): current is Live =>
+  current !== undefined && current.unblocked.isOpen() && current.drained.isOpen()
+
+class Holder implements Outlet {
+  private readonly options: OutletOptions
+  private readonly timeoutMillis: number
+  private live: Live | undefined
+  private waiting = 0
+  /** Open while a session's channel is attached. */
+  private readonly available = Latch.makeUnsafe(false)
+
+  constructor(options: OutletOptions) {
+    this.options = options
+    this.timeoutMillis = Duration.toMillis(options.timeout)
+  }
+
+  readonly usableNow = (): Live | undefined => {
+    const current = this.live
+    return usable(current) ? current : undefined
+  }
+
+  readonly stats = () => ({ waiting: this.waiting, unconfirmed: this.live?.confirms.unconfirmed() ?? 0 })
+
+  readonly awaitUsable: Effect.Effect<void> = Effect.suspend(() =>
+    usable(this.live)
+      ? Effect.void
+      : this.available.await.pipe(
+        Effect.andThen(Effect.suspend(() => this.live === undefined ? Effect.void : this.live.unblocked.await)),
+        Effect.andThen(Effect.suspend(() => this.live === undefined ? Effect.void : this.live.drained.await)),
+        Effect.andThen(Effect.suspend(() => this.awaitUsable))
+      )
+  )
+
+  readonly ready = (messageId: string, deadline: number): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
+    Effect.suspend(() => {
+      const current = this.live
+      if (usable(current)) return Effect.succeed(current)
+      const { maxWaiting, timeout } = this.options
+      if (this.waiting >= maxWaiting) return Effect.fail(new PublishBufferFull({ messageId, maxWaiting }))
+      this.waiting++
+      return this.awaitUsable.pipe(
+        Effect.timeoutOrElse({
+          duration: Math.max(0, deadline - Date.now()),
+          orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout, sent: false }))
+        }),
+        Effect.ensuring(Effect.sync(() => {
+          this.waiting--
+        })),
+        Effect.andThen(Effect.suspend(() => this.ready(messageId, deadline)))
+      )
+    })
+
+  readonly attach = (connection: Connection, settings: AttachSettings): Effect.Effect<never> =>
+    Reconnect.loop(
+      {
+        backoff: settings.backoff,
+        onRetry: ({ attempt, cause, delay }) =>
+          Effect.andThen(
+            settings.onDown,
+            Effect.logWarning(
+              `publisher channel closed (${Outcome.describe(Cause.squash(cause))}); ` +
+                `opening a new one in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
+            )
+          )
+      },
+      (isReady) => this.onChannel(connection, settings, isReady)
     )
 
-    const ready = (messageId: string, deadline: number): Effect.Effect<Live, PublishTimeout | PublishBufferFull> =>
-      Effect.suspend(() => {
-        const current = live
-        if (usable(current)) return Effect.succeed(current)
-        if (waiting >= options.maxWaiting) return Effect.fail(new PublishBufferFull({ messageId, maxWaiting: options.maxWaiting }))
-        waiting++
-        return awaitUsable.pipe(
-          Effect.timeoutOrElse({
-            duration: Math.max(0, deadline - Date.now()),
-            orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout: options.timeout, sent: false }))
-          }),
-          Effect.ensuring(Effect.sync(() => {
-            waiting--
-          })),
-          Effect.andThen(Effect.suspend(() => ready(messageId, deadline)))
-        )
-      })
+  /** One channel's lifetime: open, publish on it until it closes. */
+  private onChannel(connection: Connection, settings: AttachSettings, isReady: Effect.Effect<void>) {
+    const self = this
+    return Effect.gen(function*() {
+      const channel = yield* Channel.makeConfirm(connection)
+      const drained = Latch.makeUnsafe(true)
+      channel.raw.on("drain", () => drained.openUnsafe())
+      const confirms = yield* Confirms.make(channel, { timeoutMillis: self.timeoutMillis, onFull: () => drained.closeUnsafe() })
+      yield* self.hold({ channel, confirms, unblocked: connection.unblocked, drained })
+      yield* isReady
+      yield* settings.onReady
+      return yield* channel.closed
+    }).pipe(
+      Effect.scoped,
+      Effect.catch(Channel.unlessConnectionLost(connection))
+    )
+  }
 
-    /** One channel's lifetime: open, publish on it until it closes. */
-    const onChannel = (connection: Connection, settings: AttachSettings, isReady: Effect.Effect<void>) =>
-      Effect.gen(function*() {
-        const channel = yield* Channel.makeConfirm(connection)
-        const drained = Latch.makeUnsafe(true)
-        channel.raw.on("drain", () => drained.openUnsafe())
-        const confirms = yield* Confirms.make(channel, { timeoutMillis, onFull: () => drained.closeUnsafe() })
-        const current: Live = { channel, confirms, unblocked: connection.unblocked, drained }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => {
-            live = current
-            available.openUnsafe()
-          }),
-          () =>
-            Effect.sync(() => {
-              live = undefined
-              available.closeUnsafe()
-              // Wake the waiters of this channel's latches: they wait for the next channel.
-              drained.openUnsafe()
-            })
-        )
-        yield* isReady
-        yield* settings.onReady
-        return yield* channel.closed
-      }).pipe(
-        Effect.scoped,
-        Effect.catch(Channel.unlessConnectionLost(connection))
-      )
-
-    const attach = (connection: Connection, settings: AttachSettings): Effect.Effect<never> =>
-      Reconnect.loop(
-        {
-          backoff: settings.backoff,
-          onRetry: ({ attempt, cause, delay }) =>
-            Effect.andThen(
-              settings.onDown,
-              Effect.logWarning(
-                `publisher channel closed (${Outcome.describe(Cause.squash(cause))}); ` +
-                  `opening a new one in ${Math.round(Duration.toMillis(delay))} ms (attempt ${attempt})`
-              )
-            )
-        },
-        (isReady) => onChannel(connection, settings, isReady)
-      )
-
-    return {
-      usableNow: () => {
-        const current = live
-        return usable(current) ? current : undefined
-      },
-      awaitUsable,
-      ready,
-      attach,
-      stats: () => ({ waiting, unconfirmed: live?.confirms.unconfirmed() ?? 0 })
-    } satisfies Outlet
-  })
+  /** Publishes go to `current` until the scope closes. */
+  private hold(current: Live) {
+    return Effect.acquireRelease(
+      Effect.sync(() => {
+        this.live = current
+        this.available.openUnsafe()
+      }),
+      () =>
+        Effect.sync(() => {
+          this.live = undefined
+          this.available.closeUnsafe()
+          // Wake the waiters of this channel's latches: they wait for the next channel.
+          current.drained.openUnsafe()
+        })
+    )
+  }
+}
