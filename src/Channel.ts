@@ -227,17 +227,7 @@ const open = <C extends RawChannel>(
         try: () => create().then(attach),
         catch: (error) => new ChannelError({ operation: "open channel", code: replyCode(error), reason: errorText(error) })
       }),
-      (channel) =>
-        alive
-          // Done when the close is confirmed, or when the channel closes
-          // anyway: with a connection going down, amqplib may close this
-          // channel only after this finalizer began, and would then never
-          // answer the close.
-          ? Effect.raceFirst(
-            Effect.ignore(Effect.tryPromise(() => channel.close())),
-            Effect.ignore(Deferred.await(closed))
-          ).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-          : Effect.void
+      (channel) => alive ? close(channel, closed) : Effect.void
     )
 
     const call = <A>(operation: string, f: (channel: C) => Promise<A>) =>
@@ -259,3 +249,14 @@ const open = <C extends RawChannel>(
       raw
     } satisfies Channel<C>
   })
+
+/**
+ * Done when the close is confirmed, or when the channel closes anyway: with
+ * a connection going down, amqplib may close this channel only after the
+ * finalizer began, and would then never answer the close.
+ */
+const close = (channel: RawChannel, closed: Deferred.Deferred<never, ChannelClosed>): Effect.Effect<void> =>
+  Effect.raceFirst(
+    Effect.ignore(Effect.tryPromise(() => channel.close())),
+    Effect.ignore(Deferred.await(closed))
+  ).pipe(Effect.timeout("5 seconds"), Effect.ignore)

@@ -190,79 +190,89 @@ export const make = (
   first = 0
 ): Effect.Effect<Connection, ConnectError, Scope.Scope> =>
   Effect.gen(function*() {
-    const urls = addresses(options.url)
-    const lost = yield* Deferred.make<never, ConnectionLost>()
-    let open = false
-    let lastError: string | undefined
-    let server = describeUrl(options.url)
-    let address = 0
-    const unblocked = Latch.makeUnsafe(true)
-    const blockedChanges = yield* Queue.unbounded<{ readonly blocked: boolean; readonly reason?: string }>()
-
-    /** Listeners go on before any event can fire: an `error` event without a listener would crash the process. */
-    const listen = (model: amqp.ChannelModel) => {
-      open = true
-      model.on("error", (error: Error) => {
-        lastError = error.message
-      })
-      model.on("blocked", (reason: string) => {
-        unblocked.closeUnsafe()
-        Queue.offerUnsafe(blockedChanges, { blocked: true, reason })
-      })
-      model.on("unblocked", () => {
-        unblocked.openUnsafe()
-        Queue.offerUnsafe(blockedChanges, { blocked: false })
-      })
-      model.on("close", (error?: Error) => {
-        open = false
-        // Waiters move on and find the connection gone.
-        unblocked.openUnsafe()
-        const reason = error?.message ?? lastError ?? "closed"
-        Deferred.doneUnsafe(lost, Exit.fail(new ConnectionLost({ server, reason })))
-      })
-      model.on("handler-error", () => {})
-    }
-
+    const watch = new Watch(
+      yield* Deferred.make<never, ConnectionLost>(),
+      yield* Queue.unbounded<BlockedChange>(),
+      describeUrl(options.url)
+    )
     // Not `acquireRelease`: its acquisition cannot be interrupted. The
     // connect runs interruptibly; once it succeeded, the listeners and the
     // finalizer go on without a gap.
-    const model = yield* Effect.uninterruptibleMask((restore) =>
+    const connected = yield* Effect.uninterruptibleMask((restore) =>
       restore(Effect.tryPromise({
-        try: (signal) => connectAny(urls, first, options, signal),
-        catch: (error) => new ConnectError({ server, reason: error instanceof Error ? error.message : String(error) })
+        try: (signal) => connectAny(addresses(options.url), first, options, signal),
+        catch: (error) => new ConnectError({ server: watch.server, reason: error instanceof Error ? error.message : String(error) })
       })).pipe(
-        Effect.tap((connected) =>
-          Effect.sync(() => {
-            server = connected.server
-            address = connected.index
-            listen(connected.model)
-          })
-        ),
-        Effect.tap((connected) =>
-          Effect.addFinalizer(() =>
-            open
-              // close() waits for the broker's close-ok; on a half-open socket
-              // that never comes, and heartbeats end the socket later. A
-              // connection going down as this begins is done once it is down.
-              ? Effect.raceFirst(
-                Effect.ignore(Effect.tryPromise(() => connected.model.close())),
-                Effect.ignore(Deferred.await(lost))
-              ).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-              : Effect.void
-          )
-        ),
-        Effect.map((connected) => connected.model)
+        Effect.tap((connected) => Effect.sync(() => watch.listen(connected))),
+        Effect.tap((connected) => Effect.addFinalizer(() => close(connected.model, watch)))
       )
     )
-
+    const model = connected.model
     return {
-      server,
-      address,
-      lost: Deferred.await(lost),
-      isOpen: () => open,
-      unblocked,
-      blockedChanges,
+      server: connected.server,
+      address: connected.index,
+      lost: Deferred.await(watch.lost),
+      isOpen: () => watch.open,
+      unblocked: watch.unblocked,
+      blockedChanges: watch.blockedChanges,
       brokerVersion: typeof model.connection.serverProperties?.version === "string" ? model.connection.serverProperties.version : "",
       model
     } satisfies Connection
   })
+
+type BlockedChange = { readonly blocked: boolean; readonly reason?: string }
+
+/** What the connection's events tell: open or lost (and why), blocked or not. */
+class Watch {
+  readonly lost: Deferred.Deferred<never, ConnectionLost>
+  readonly blockedChanges: Queue.Queue<BlockedChange>
+  readonly unblocked = Latch.makeUnsafe(true)
+  server: string
+  open = false
+  private lastError: string | undefined
+
+  constructor(lost: Deferred.Deferred<never, ConnectionLost>, blockedChanges: Queue.Queue<BlockedChange>, server: string) {
+    this.lost = lost
+    this.blockedChanges = blockedChanges
+    this.server = server
+  }
+
+  /** Listeners go on before any event can fire: an `error` event without a listener would crash the process. */
+  listen(connected: { readonly model: amqp.ChannelModel; readonly server: string }): void {
+    const model = connected.model
+    this.server = connected.server
+    this.open = true
+    model.on("error", (error: Error) => {
+      this.lastError = error.message
+    })
+    model.on("blocked", (reason: string) => {
+      this.unblocked.closeUnsafe()
+      Queue.offerUnsafe(this.blockedChanges, { blocked: true, reason })
+    })
+    model.on("unblocked", () => {
+      this.unblocked.openUnsafe()
+      Queue.offerUnsafe(this.blockedChanges, { blocked: false })
+    })
+    model.on("close", (error?: Error) => {
+      this.open = false
+      // Waiters move on and find the connection gone.
+      this.unblocked.openUnsafe()
+      const reason = error?.message ?? this.lastError ?? "closed"
+      Deferred.doneUnsafe(this.lost, Exit.fail(new ConnectionLost({ server: this.server, reason })))
+    })
+    model.on("handler-error", () => {})
+  }
+}
+
+/**
+ * close() waits for the broker's close-ok; on a half-open socket that never
+ * comes, and heartbeats end the socket later. A connection going down as
+ * this begins is done once it is down.
+ */
+const close = (model: amqp.ChannelModel, watch: Watch): Effect.Effect<void> =>
+  watch.open
+    ? Effect.raceFirst(
+      Effect.ignore(Effect.tryPromise(() => model.close())),
+      Effect.ignore(Deferred.await(watch.lost))
+    ).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+    : Effect.void

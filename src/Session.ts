@@ -52,11 +52,8 @@ export type SessionError =
  */
 export const make = <R>(
   options: SessionOptions,
-  consumers: ReadonlyArray<{ readonly name: string; readonly consumer: Consumer.Consumer<R> }>,
-  publisher: {
-    readonly service: Publisher.Publisher["Service"]
-    readonly attach: (connection: Connection.Connection, settings: Publisher.AttachSettings) => Effect.Effect<never>
-  },
+  consumers: ReadonlyArray<SessionConsumer<R>>,
+  publisher: SessionPublisher,
   status: SubscriptionRef.SubscriptionRef<Status>
 ) => {
   // With several broker addresses (the nodes of a cluster), the first session
@@ -65,80 +62,111 @@ export const make = <R>(
   // lost node is the last one tried again.
   let next = Math.floor(Math.random() * Connection.addresses(options.connection.url).length)
   return (ready: Effect.Effect<void>): Effect.Effect<never, SessionError, R> =>
-  Effect.gen(function*() {
-    const connection = yield* Connection.make(options.connection, next)
-    next = connection.address + 1
-    yield* Effect.logInfo(`connected to ${connection.server}`)
-    // Declared before anything consumes, so that a conflict stops the worker
-    // before a single message is taken.
-    yield* Topology.declare(connection, options.topology)
-    // A new connection: what went wrong before is over.
-    yield* SubscriptionRef.update(status, (s): Status => ({
-      ...s,
-      connection: "connected",
-      attempt: 0,
-      nextRetryMs: undefined,
-      lastError: undefined,
-      blocked: undefined,
-      publisher: false,
-      consumers: Object.fromEntries(consumers.map(({ name }) => [name, false]))
-    }))
+    Effect.gen(function*() {
+      const connection = yield* Connection.make(options.connection, next)
+      next = connection.address + 1
+      yield* Effect.logInfo(`connected to ${connection.server}`)
+      // Declared before anything consumes, so that a conflict stops the worker
+      // before a single message is taken.
+      yield* Topology.declare(connection, options.topology)
+      yield* connected(status, consumers)
+      yield* Effect.forkScoped(reportBlocks(connection, status))
 
-    yield* Effect.forkScoped(Effect.forever(
-      Effect.flatMap(Queue.take(connection.blockedChanges), ({ blocked, reason }) =>
-        Effect.andThen(
-          SubscriptionRef.update(status, (s): Status => ({ ...s, blocked: blocked ? reason ?? "blocked" : undefined })),
-          blocked
-            ? Effect.logWarning(`the broker blocked the connection (${reason}): publishing waits`)
-            : Effect.logInfo("the broker unblocked the connection")
-        ))
-    ))
+      const checkReady = readiness(status, consumers, ready)
+      // Forked into the session's scope before the consumers run, so its channel
+      // closes after they drained.
+      const publisherUp = (up: boolean) => SubscriptionRef.update(status, (s): Status => ({ ...s, publisher: up }))
+      yield* Effect.forkScoped(publisher.attach(connection, {
+        backoff: options.backoff,
+        onReady: Effect.andThen(publisherUp(true), checkReady),
+        onDown: publisherUp(false)
+      }))
 
-    let readyReported = false
-    const checkReady = Effect.gen(function*() {
-      const current = yield* SubscriptionRef.get(status)
-      if (!readyReported && current.publisher && Object.values(current.consumers).every(Boolean)) {
-        readyReported = true
-        yield* ready
-        yield* Effect.logInfo(
-          consumers.length === 0
-            ? "ready (no consumers)"
-            : `consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`
-        )
-      }
-    })
-    const onSubscribed = (name: string) => (subscribed: boolean) =>
-      Effect.andThen(
-        SubscriptionRef.update(status, (s) => ({ ...s, consumers: { ...s.consumers, [name]: subscribed } })),
-        checkReady
+      const runConsumers = Effect.forEach(
+        consumers,
+        ({ consumer, name }) =>
+          consumer.run(connection, {
+            prefetch: options.prefetch,
+            maxBodyBytes: options.maxBodyBytes,
+            handlerTimeout: options.handlerTimeout,
+            shutdownGrace: options.shutdownGrace,
+            backoff: options.backoff,
+            topology: options.topology,
+            publisher: publisher.service,
+            onSubscribed: (subscribed) =>
+              Effect.andThen(
+                SubscriptionRef.update(status, (s) => ({ ...s, consumers: { ...s.consumers, [name]: subscribed } })),
+                checkReady
+              )
+          }),
+        { concurrency: "unbounded", discard: true }
       )
+      // Consumers only end on a topology conflict: otherwise the session ends
+      // with the connection.
+      return yield* Effect.raceFirst(connection.lost, Effect.andThen(runConsumers, Effect.never))
+    }).pipe(Effect.scoped)
+}
 
-    // Forked into the session's scope before the consumers run, so its channel
-    // closes after they drained.
-    const publisherUp = (up: boolean) => SubscriptionRef.update(status, (s): Status => ({ ...s, publisher: up }))
-    yield* Effect.forkScoped(publisher.attach(connection, {
-      backoff: options.backoff,
-      onReady: Effect.andThen(publisherUp(true), checkReady),
-      onDown: publisherUp(false)
-    }))
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface SessionConsumer<R> {
+  readonly name: string
+  readonly consumer: Consumer.Consumer<R>
+}
 
-    const runConsumers = Effect.forEach(
-      consumers,
-      ({ consumer, name }) =>
-        consumer.run(connection, {
-          prefetch: options.prefetch,
-          maxBodyBytes: options.maxBodyBytes,
-          handlerTimeout: options.handlerTimeout,
-          shutdownGrace: options.shutdownGrace,
-          backoff: options.backoff,
-          topology: options.topology,
-          publisher: publisher.service,
-          onSubscribed: onSubscribed(name)
-        }),
-      { concurrency: "unbounded", discard: true }
-    )
-    // Consumers only end on a topology conflict: otherwise the session ends
-    // with the connection.
-    return yield* Effect.raceFirst(connection.lost, Effect.andThen(runConsumers, Effect.never))
-  }).pipe(Effect.scoped)
+/**
+ * @category models
+ * @since 0.1.0
+ */
+export interface SessionPublisher {
+  readonly service: Publisher.Publisher["Service"]
+  readonly attach: (connection: Connection.Connection, settings: Publisher.AttachSettings) => Effect.Effect<never>
+}
+
+/** A new connection: what went wrong before is over. */
+const connected = <R>(status: SubscriptionRef.SubscriptionRef<Status>, consumers: ReadonlyArray<SessionConsumer<R>>) =>
+  SubscriptionRef.update(status, (s): Status => ({
+    ...s,
+    connection: "connected",
+    attempt: 0,
+    nextRetryMs: undefined,
+    lastError: undefined,
+    blocked: undefined,
+    publisher: false,
+    consumers: Object.fromEntries(consumers.map(({ name }) => [name, false]))
+  }))
+
+/** The broker's blocks and unblocks of the connection, in the status and the log. */
+const reportBlocks = (connection: Connection.Connection, status: SubscriptionRef.SubscriptionRef<Status>) =>
+  Effect.forever(
+    Effect.flatMap(Queue.take(connection.blockedChanges), ({ blocked, reason }) =>
+      Effect.andThen(
+        SubscriptionRef.update(status, (s): Status => ({ ...s, blocked: blocked ? reason ?? "blocked" : undefined })),
+        blocked
+          ? Effect.logWarning(`the broker blocked the connection (${reason}): publishing waits`)
+          : Effect.logInfo("the broker unblocked the connection")
+      ))
+  )
+
+/** Checked whenever a part comes up: calls `ready` once, when the publisher and every consumer are. */
+const readiness = <R>(
+  status: SubscriptionRef.SubscriptionRef<Status>,
+  consumers: ReadonlyArray<SessionConsumer<R>>,
+  ready: Effect.Effect<void>
+) => {
+  let reported = false
+  return Effect.gen(function*() {
+    const current = yield* SubscriptionRef.get(status)
+    if (!reported && current.publisher && Object.values(current.consumers).every(Boolean)) {
+      reported = true
+      yield* ready
+      yield* Effect.logInfo(
+        consumers.length === 0
+          ? "ready (no consumers)"
+          : `consuming from ${consumers.map((c) => c.consumer.queue).join(", ")}`
+      )
+    }
+  })
 }

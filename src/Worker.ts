@@ -141,23 +141,11 @@ export const make = <R>(
   consumers: ReadonlyArray<Consumer.Consumer<R>>
 ): Effect.Effect<Worker["Service"], Options.InvalidOptions, Exclude<R, Publisher.Publisher> | Scope.Scope> =>
   Effect.gen(function*() {
-    const declarations = Topology.combine([options.topology ?? Topology.empty, ...consumers.map((c) => c.topology)])
-    const invalid = Options.collect([
-      check(options),
-      ...consumers.map((consumer) => consumer.check),
-      { problems: declarations.mismatches.map(Topology.mismatchProblem) }
-    ])
-    if (invalid !== undefined) return yield* Effect.fail(invalid)
+    const topology = yield* validate(options, consumers)
     const names = Status.consumerNames(consumers.map((c) => c.queue))
-    const shared = yield* Effect.serviceOption(Status.WorkerStatus)
-    const status = shared._tag === "Some" ? shared.value : yield* SubscriptionRef.make(Status.initial(names))
-    yield* SubscriptionRef.set(status, Status.initial(names))
-    // The connection gauges follow the status.
-    yield* Metrics.init
-    yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(status), Metrics.status))
+    const status = yield* statusOf(names)
     const backoff = options.reconnect ?? defaults.reconnect
     const publisher = yield* Publisher.make(options.publisher)
-    const topology = declarations.topology
     const session = Session.make(
       {
         connection: options.connection,
@@ -181,31 +169,8 @@ export const make = <R>(
       status
     )
 
-    const loop = Reconnect.loop({
-      backoff,
-      isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
-      onRetry: ({ attempt, cause, delay }) => {
-        const reason = Outcome.describe(Cause.squash(cause))
-        const ms = Math.round(Duration.toMillis(delay))
-        return Effect.all([
-          Metrics.reconnect,
-          SubscriptionRef.update(status, (s): Status.Status => ({
-            ...s,
-            connection: "reconnecting",
-            attempt,
-            reconnects: s.reconnects + 1,
-            nextRetryMs: ms,
-            lastError: reason,
-            publisher: false,
-            consumers: Object.fromEntries(names.map((name) => [name, false]))
-          })),
-          Effect.logWarning(`${reason}; reconnecting in ${ms} ms (attempt ${attempt})`)
-        ], { discard: true })
-      }
-    }, session)
-
     const fiber = yield* Effect.forkScoped(
-      loop.pipe(
+      sessions(backoff, status, names, session).pipe(
         Effect.onInterrupt(() => Effect.logInfo("stopped: consumers drained, channels and connection closed")),
         Effect.onExit(() => SubscriptionRef.update(status, (s): Status.Status => ({ ...s, connection: "stopped" })))
       )
@@ -231,6 +196,58 @@ export const make = <R>(
       join: Fiber.join(fiber)
     })
   })
+
+/** Every option of the worker and its consumers checked, and their topologies merged, before anything connects. */
+const validate = <R>(options: WorkerOptions, consumers: ReadonlyArray<Consumer.Consumer<R>>) => {
+  const declarations = Topology.combine([options.topology ?? Topology.empty, ...consumers.map((c) => c.topology)])
+  const invalid = Options.collect([
+    check(options),
+    ...consumers.map((consumer) => consumer.check),
+    { problems: declarations.mismatches.map(Topology.mismatchProblem) }
+  ])
+  return invalid === undefined ? Effect.succeed(declarations.topology) : Effect.fail(invalid)
+}
+
+/** The status the worker reports: the one provided (shared with a health server), or its own; the gauges follow it. */
+const statusOf = (names: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const shared = yield* Effect.serviceOption(Status.WorkerStatus)
+    const status = shared._tag === "Some" ? shared.value : yield* SubscriptionRef.make(Status.initial(names))
+    yield* SubscriptionRef.set(status, Status.initial(names))
+    yield* Metrics.init
+    yield* Effect.forkScoped(Stream.runForEach(SubscriptionRef.changes(status), Metrics.status))
+    return status
+  })
+
+/** Sessions one after another (reconnect path 1): each lost connection counted, reported and waited out. */
+const sessions = <E, R>(
+  backoff: Reconnect.BackoffOptions,
+  status: SubscriptionRef.SubscriptionRef<Status.Status>,
+  names: ReadonlyArray<string>,
+  session: (ready: Effect.Effect<void>) => Effect.Effect<never, E, R>
+) =>
+  Reconnect.loop({
+    backoff,
+    isFatal: (error: unknown): error is Topology.TopologyConflict => error instanceof Topology.TopologyConflict,
+    onRetry: ({ attempt, cause, delay }) => {
+      const reason = Outcome.describe(Cause.squash(cause))
+      const ms = Math.round(Duration.toMillis(delay))
+      return Effect.all([
+        Metrics.reconnect,
+        SubscriptionRef.update(status, (s): Status.Status => ({
+          ...s,
+          connection: "reconnecting",
+          attempt,
+          reconnects: s.reconnects + 1,
+          nextRetryMs: ms,
+          lastError: reason,
+          publisher: false,
+          consumers: Object.fromEntries(names.map((name) => [name, false]))
+        })),
+        Effect.logWarning(`${reason}; reconnecting in ${ms} ms (attempt ${attempt})`)
+      ], { discard: true })
+    }
+  }, session)
 
 /**
  * The worker as a layer, with its publisher: started when the layer is built,
