@@ -16,7 +16,7 @@
  * While there is no connection, or the broker has blocked it (a memory or
  * disk alarm), or the socket's write buffer is full, publishes wait instead
  * of piling up in memory, bounded by `timeout` and `maxWaiting`. Confirms
- * are tracked in `internal/confirms.ts`.
+ * are tracked in `internal/confirms.ts`, the send is in `internal/send.ts`.
  *
  * Bodies are JSON, encoded with a Schema, so a value of the wrong shape
  * cannot be published. Every message gets a `messageId` (a random UUID unless
@@ -44,26 +44,16 @@
  */
 import type * as Channel from "./Channel.ts"
 import { randomUUID } from "node:crypto"
-import { Cause, Context, Duration, Effect, Exit, Schema, Tracer } from "effect"
-import type * as Confirms from "./internal/confirms.ts"
+import { Cause, Context, Duration, Effect, Exit, type Schema } from "effect"
 import { encoderOf } from "./internal/encode.ts"
 import * as Outlet from "./internal/outlet.ts"
+import { jsonMessage, sender, sendObserved } from "./internal/send.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Options from "./Options.ts"
-import * as Tracing from "./Tracing.ts"
 
 // The errors are their own module; the publisher is where users meet them.
 export * from "./PublishError.ts"
-import {
-  type PublishError,
-  PublishBufferFull,
-  PublishEncodeError,
-  PublishNacked,
-  PublishRefused,
-  PublishTimeout,
-  PublishUnconfirmed,
-  PublishUnroutable
-} from "./PublishError.ts"
+import { PublishEncodeError, type PublishError } from "./PublishError.ts"
 
 /**
  * A message to publish; `body` is encoded to JSON with `schema`.
@@ -192,101 +182,3 @@ export const make = (options: PublisherOptions = {}) =>
 
     return { service, attach: outlet.attach } as const
   })
-
-/** The message `publish` sends: the JSON body with the publisher's defaults. */
-const jsonMessage = (message: OutgoingMessage<Schema.Top>, messageId: string, json: string): Confirms.Outgoing => ({
-  exchange: message.exchange ?? "",
-  routingKey: message.routingKey,
-  content: Buffer.from(json, "utf8"),
-  options: {
-    messageId,
-    contentType: "application/json",
-    persistent: message.persistent ?? true,
-    mandatory: message.mandatory ?? true,
-    timestamp: Math.floor(Date.now() / 1000),
-    ...(message.correlationId === undefined ? {} : { correlationId: message.correlationId }),
-    ...(message.headers === undefined ? {} : { headers: message.headers })
-  }
-})
-
-/**
- * Sends on the usable channel and waits for the confirm, until the deadline;
- * tries the next channel when this one closed before sending. Counted in
- * the metrics.
- */
-const sender = (
-  outlet: Outlet.Outlet,
-  timeout: Duration.Duration,
-  timeoutMillis: number,
-  metrics: ReturnType<typeof Metrics.forPublisher>
-) =>
-(message: Confirms.Outgoing): Effect.Effect<void, PublishError> => {
-  const messageId = message.options.messageId
-  const deadline = Date.now() + timeoutMillis
-  const on = (current: Outlet.Live): Effect.Effect<void, PublishError> =>
-    Effect.flatMap(current.confirms.send(message, deadline), (result) => {
-      if (result._tag === "Confirmed") {
-        metrics.confirmed()
-        return Effect.void
-      }
-      if (result._tag === "NotSent") return Effect.andThen(Effect.yieldNow, attempt)
-      const error = failure(message, result, current, timeout)
-      metrics.failed(error._tag)
-      return Effect.fail(error)
-    })
-  const attempt: Effect.Effect<void, PublishError> = Effect.suspend(() => {
-    const current = outlet.usableNow()
-    return current !== undefined ? on(current) : Effect.flatMap(outlet.ready(messageId, deadline), on)
-  })
-  // Usable now (the usual case): straight to the channel.
-  const current = outlet.usableNow()
-  return current !== undefined ? on(current) : attempt
-}
-
-/** The typed error for a send that did not end in a confirm. */
-const failure = (
-  message: Confirms.Outgoing,
-  result: Exclude<Confirms.SendResult, { readonly _tag: "Confirmed" | "NotSent" }>,
-  current: Outlet.Live,
-  timeout: Duration.Duration
-): PublishError => {
-  const messageId = message.options.messageId
-  switch (result._tag) {
-    case "Refused":
-      return new PublishRefused({ messageId, reason: result.reason })
-    case "Returned":
-      return new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
-    case "Nacked":
-      return new PublishNacked({ messageId })
-    case "TimedOut":
-      return new PublishTimeout({ messageId, timeout, sent: true })
-    case "Closed": {
-      // Say why when the broker closed the channel (e.g. 404, no such exchange).
-      const why = current.channel.serverError()
-      return new PublishUnconfirmed({
-        messageId,
-        reason: why === undefined ? result.reason : `${result.reason}: ${why.reason}`,
-        code: why?.code
-      })
-    }
-  }
-}
-
-/**
- * `send`, in a producer span whose `traceparent` the message carries (so the
- * consumer's span continues the trace) when a tracer exports spans; without
- * one, spans and headers would be work for nothing.
- */
-const sendObserved = (
-  send: (message: Confirms.Outgoing) => Effect.Effect<void, PublishError>,
-  message: Confirms.Outgoing
-): Effect.Effect<void, PublishError> =>
-  Effect.withFiber((fiber) => {
-    if (fiber.getRef(Tracer.Tracer) === defaultTracer) return send(message)
-    return Effect.flatMap(
-      Tracing.currentTraceparent,
-      (traceparent) => send({ ...message, options: { ...message.options, headers: { ...message.options.headers, ...traceparent } } })
-    ).pipe(Tracing.publish(message.exchange, message.routingKey, message.options.messageId))
-  })
-
-const defaultTracer = Tracer.Tracer.defaultValue()
