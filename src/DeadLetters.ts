@@ -114,7 +114,12 @@ export interface ReplayProgress {
   readonly seen: number
 }
 
-/** The dead-letter queue of `queue` (given either way). */
+/**
+ * The dead-letter queue of `queue` (given either way).
+ *
+ * @category utils
+ * @since 0.1.0
+ */
 export const deadLetterQueueOf = (queue: string): string => queue.endsWith(".dlq") ? queue : `${queue}.dlq`
 
 const brokerReason = (reason: unknown): string | undefined => {

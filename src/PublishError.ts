@@ -176,7 +176,12 @@ export type PublishError =
   | PublishEncodeError
   | PublishRefused
 
-/** Whether publishing the same message again can succeed. */
+/**
+ * Whether publishing the same message again can succeed.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
 export const isRetryable = (error: PublishError): boolean => error.isRetryable
 
 const truncate = (text: string, max: number): string => text.length > max ? `${text.slice(0, max)}...` : text
