@@ -10,14 +10,16 @@
  *    fails or the connection is lost, the next session starts, at the next
  *    broker address. The broker down at start-up is the same case. Only a
  *    {@link Topology.TopologyConflict} ends the loop (retrying cannot mend it);
- * 2. a consumer's channel (Consumer.ts): the broker closed it (404, 406...):
+ * 2. a consumer's channel (internal/consume.ts): the broker closed it (404, 406...):
  *    a new channel on the same connection; other consumers are untouched;
- * 3. a consumer's subscription (Consumer.ts): the broker cancelled it (queue
+ * 3. a consumer's subscription (internal/consume.ts): the broker cancelled it (queue
  *    deleted, consumer timeout): declare and subscribe again on the same channel;
- * 4. the publisher's channel (Publisher.ts): reopened on the same connection.
+ * 4. the publisher's channel (internal/outlet.ts): reopened on the same connection.
  *
  * Shutdown is the worker's scope closing (with {@link runMain}, on SIGTERM or
- * SIGINT), in this order, set by the order the finalizers are registered:
+ * SIGINT), in this order, set by the order the finalizers are registered
+ * (steps 2-5: internal/subscription.ts and internal/drain.ts; 6:
+ * internal/consume.ts; 7-8: Session.ts):
  *
  * 1. the status turns `stopping` (`/readyz` says 503);
  * 2. each consumer cancels its subscription (`basic.cancel`): no new deliveries;
