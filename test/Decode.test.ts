@@ -1,10 +1,12 @@
 /**
  * One decoding: the consumer's fast path (JSON.parse and a compiled guard)
- * gives a handler exactly what the full decoder gives, on the same inputs.
+ * gives a handler exactly what the full decoder gives, on the same inputs;
+ * and the publisher's encoder publishes what the full codec would.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Exit, Schema } from "effect"
 import { jsonDecoder } from "../src/internal/decode.ts"
+import { encoderOf } from "../src/internal/encode.ts"
 
 const Line = Schema.Struct({ sku: Schema.String, qty: Schema.Number })
 const Order = Schema.Struct({
@@ -79,5 +81,54 @@ describe("Decoding a body", () => {
     const value = Exit.isSuccess(decoded) ? decoded.value as Record<string, unknown> : {}
     assert.notProperty(value, "excess")
     assert.deepStrictEqual(value["lines"], [{ sku: "s", qty: 1 }])
+  })
+})
+
+class WithToJson {
+  readonly sku = "s"
+  readonly qty = 1
+  toJSON() {
+    return { sku: "serialised", qty: 0 }
+  }
+}
+
+const values: ReadonlyArray<unknown> = [
+  order,
+  { ...order, note: "n" },
+  { ...order, excess: 1 },
+  { ...order, lines: [{ sku: "s1", qty: 2, excess: true }] },
+  { ...order, pair: ["p", { sku: "s2", qty: 1, excess: 1 }] },
+  { ...order, lines: [new WithToJson()] },
+  { ...order, lines: [{ sku: "s", qty: Number.NaN }], extra: new Date(0) },
+  { ...order, kind: "c" },
+  { ...order, note: undefined },
+  { type: "x", x: 1, excess: 2 },
+  { type: "y", y: "s" },
+  { a: 1, b: 2 },
+  null
+]
+
+const sameEncoding = <S extends Schema.Top>(schema: S) => {
+  const fast = encoderOf(schema)
+  const full = Schema.encodeUnknownExit(Schema.fromJsonString(schema) as unknown as Schema.Codec<unknown, string>)
+  for (const value of values) {
+    const a = fast(value as S["Type"])
+    const b = full(value)
+    assert.isTrue(Exit.isExit(a))
+    const exitA = a as Exit.Exit<string, Schema.SchemaError>
+    assert.strictEqual(Exit.isSuccess(exitA), Exit.isSuccess(b), String(value))
+    if (Exit.isSuccess(exitA) && Exit.isSuccess(b)) {
+      // The same JSON; keys may come in another order.
+      assert.deepStrictEqual(JSON.parse(exitA.value), JSON.parse(b.value), JSON.stringify(value))
+    }
+  }
+}
+
+describe("Encoding a body to publish", () => {
+  it("the plain-value path and the full codec publish the same JSON: excess keys dropped, class instances encoded by the schema", () => {
+    sameEncoding(Order)
+    sameEncoding(Line)
+    sameEncoding(Counts)
+    sameEncoding(Tagged)
   })
 })

@@ -100,12 +100,8 @@ const isJson = (contentType: string) => {
  */
 export const jsonDecoder = <S extends BodySchema>(schema: S) => {
   const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema))
-  if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return decode
-  const type = SchemaAST.toType(schema.ast)
-  const exact = noExcessKeys(type)
-  if (exact === undefined) return decode
-  SchemaJITCompiler.enable(type)
-  const is = Schema.is(schema)
+  const plain = plainValue(schema)
+  if (plain === undefined) return decode
   return (text: string): Exit.Exit<S["Type"], Schema.SchemaError> => {
     let value: unknown
     try {
@@ -113,8 +109,25 @@ export const jsonDecoder = <S extends BodySchema>(schema: S) => {
     } catch {
       return decode(text)
     }
-    return is(value) && exact(value) ? Exit.succeed(value) : decode(text)
+    return plain(value) ? Exit.succeed(value) : decode(text)
   }
+}
+
+/**
+ * For a schema that transforms nothing and whose shape {@link noExcessKeys}
+ * can follow: whether a value is of its type with nothing the schema does
+ * not declare, and only plain objects where it declares objects. Such a
+ * value is its own encoding and its own decoding; any other needs the
+ * schema's full codec. Undefined for other schemas.
+ */
+export const plainValue = (schema: Schema.Top): ((value: unknown) => boolean) | undefined => {
+  if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return undefined
+  const type = SchemaAST.toType(schema.ast)
+  const exact = noExcessKeys(type)
+  if (exact === undefined) return undefined
+  SchemaJITCompiler.enable(type)
+  const is = Schema.is(schema)
+  return (value) => is(value) && exact(value)
 }
 
 const always = () => true
@@ -137,6 +150,9 @@ const noExcessKeys = (ast: SchemaAST.AST): ((value: unknown) => boolean) | undef
       }
       return (value) => {
         if (typeof value !== "object" || value === null) return true
+        // A class instance (a `toJSON`, getters) is not what JSON would carry of it.
+        const proto: unknown = Object.getPrototypeOf(value)
+        if (proto !== Object.prototype && proto !== null) return false
         for (const key of Object.keys(value)) if (!declared.has(key)) return false
         for (const [name, check] of fields) {
           const inner = (value as Record<PropertyKey, unknown>)[name]

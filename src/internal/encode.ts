@@ -4,15 +4,18 @@
  *
  * @internal
  */
-import { Effect, Schema, SchemaAST } from "effect"
+import { type Effect, Exit, Schema, SchemaAST } from "effect"
+import { plainValue } from "./decode.ts"
 
 const encoders = new WeakMap<Schema.Top, (body: unknown) => Effect.Effect<string, Schema.SchemaError, unknown>>()
 
 /**
  * The encoder of `schema`. A schema that transforms nothing needs no
  * services to encode: it runs synchronously, to an `Exit` (an `Exit` is an
- * effect too). Others encode as an effect (their transformations may need
- * services).
+ * effect too), and a plain value of its type (no undeclared key, no class
+ * instance) goes straight to `JSON.stringify`, the codec's own last step;
+ * keys keep the value's order rather than the schema's. Others encode as an
+ * effect (their transformations may need services).
  */
 export const encoderOf = <S extends Schema.Top>(
   schema: S
@@ -20,9 +23,16 @@ export const encoderOf = <S extends Schema.Top>(
   let encoder = encoders.get(schema)
   if (encoder === undefined) {
     const codec = Schema.fromJsonString(schema)
-    encoder = SchemaAST.toEncoded(schema.ast) === schema.ast
-      ? Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
-      : Schema.encodeUnknownEffect(codec)
+    const plain = plainValue(schema)
+    if (plain !== undefined) {
+      const full = Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
+      // A plain value of the type is its own encoding: JSON.stringify is what the codec would end with.
+      encoder = (body) => plain(body) ? Exit.succeed(JSON.stringify(body)) : full(body)
+    } else {
+      encoder = SchemaAST.toEncoded(schema.ast) === schema.ast
+        ? Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
+        : Schema.encodeUnknownEffect(codec)
+    }
     encoders.set(schema, encoder)
   }
   return encoder as (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]>
