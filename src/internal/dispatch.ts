@@ -59,6 +59,12 @@ export interface DispatchOptions<R> {
   readonly start: (work: Effect.Effect<void, never, R>) => unknown
 }
 
+/**
+ * The deliveries of one subscription and its handler fibers: `push` as they
+ * arrive, `stop` at shutdown or when the channel goes, `void` when the
+ * broker cancelled the subscription. It is also the {@link State} each
+ * handling reads.
+ */
 export class Dispatch<R> implements State {
   /** Deliveries no handler has started, in arrival order. */
   readonly waiting: Array<Channel.Delivery> = []
