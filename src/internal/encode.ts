@@ -22,18 +22,17 @@ export const encoderOf = <S extends Schema.Top>(
 ): (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]> => {
   let encoder = encoders.get(schema)
   if (encoder === undefined) {
-    const codec = Schema.fromJsonString(schema)
-    const plain = plainValue(schema)
-    if (plain !== undefined) {
-      const full = Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
-      // A plain value of the type is its own encoding: JSON.stringify is what the codec would end with.
-      encoder = (body) => plain(body) ? Exit.succeed(JSON.stringify(body)) : full(body)
-    } else {
-      encoder = SchemaAST.toEncoded(schema.ast) === schema.ast
-        ? Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
-        : Schema.encodeUnknownEffect(codec)
-    }
+    encoder = make(schema)
     encoders.set(schema, encoder)
   }
   return encoder as (body: S["Type"]) => Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]>
+}
+
+const make = (schema: Schema.Top): (body: unknown) => Effect.Effect<string, Schema.SchemaError, unknown> => {
+  const codec = Schema.fromJsonString(schema)
+  if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return Schema.encodeUnknownEffect(codec)
+  const full = Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
+  const plain = plainValue(schema)
+  // A plain value of the type is its own encoding: JSON.stringify is what the codec would end with.
+  return plain === undefined ? full : (body) => plain(body) ? Exit.succeed(JSON.stringify(body)) : full(body)
 }
