@@ -34,8 +34,12 @@ const barLeft = 200
 const barMax = 420
 const rowHeight = 26
 
-const label = (client: string) =>
-  client === "amqplib-batched" ? "amqplib, batched acks" : client === "amqplib" ? "amqplib (raw)" : client
+const labels: Readonly<Record<string, string>> = {
+  amqplib: "amqplib (raw)",
+  "amqplib-batched": "amqplib, batched acks",
+  "amqplib-mandatory": "amqplib, mandatory"
+}
+const label = (client: string) => labels[client] ?? client
 
 /** One scenario: its title, its note, one bar a client; returns the SVG and the height used. */
 const section = (top: number, title: string, note: string, summary: Summary): { svg: string; height: number } => {

@@ -18,6 +18,7 @@ import * as amqp from "amqplib"
 import { Effect, Fiber, Layer, Redacted, References, Schema } from "effect"
 import { Connection as RabbitClient } from "rabbitmq-client"
 import * as Consumer from "../src/Consumer.ts"
+import { coalesceWrites } from "../src/internal/connect.ts"
 import * as Publisher from "../src/Publisher.ts"
 import * as Worker from "../src/Worker.ts"
 
@@ -164,6 +165,66 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
     return () => connection.close()
   },
 
+  /**
+   * raw amqplib doing on the wire what this project does, and nothing else:
+   * socket writes coalesced per tick, results mandatory, and the acks of
+   * confirmed tasks folded into one `multiple` ack a turn that covers only
+   * the run of confirmed deliveries at the head (those behind an unconfirmed
+   * one are acked one by one). The ceiling for a client with this project's
+   * guarantees.
+   */
+  "amqplib-batched": async () => {
+    const connection = await amqp.connect(URL)
+    coalesceWrites(connection)
+    const channel = await connection.createChannel()
+    const confirms = await connection.createConfirmChannel()
+    await channel.prefetch(prefetch)
+    // Insertion order is tag order.
+    const unsettled = new Map<number, amqp.ConsumeMessage>()
+    const confirmed = new Set<number>()
+    let scheduled = false
+    const flush = () => {
+      scheduled = false
+      let head: amqp.ConsumeMessage | undefined
+      for (const [tag, message] of unsettled) {
+        if (!confirmed.has(tag)) break
+        head = message
+        unsettled.delete(tag)
+        confirmed.delete(tag)
+      }
+      if (head !== undefined) channel.ack(head, true)
+      for (const tag of confirmed) {
+        channel.ack(unsettled.get(tag)!)
+        unsettled.delete(tag)
+      }
+      confirmed.clear()
+    }
+    await channel.consume(queue, (message) => {
+      if (message === null) return
+      const tag = message.fields.deliveryTag
+      unsettled.set(tag, message)
+      const id = taskId(message.content)
+      confirms.publish("", results, resultBuffer(id), {
+        persistent: true,
+        mandatory: true,
+        messageId: id,
+        contentType: "application/json"
+      }, (error) => {
+        if (error !== null && error !== undefined) {
+          unsettled.delete(tag)
+          return channel.nack(message, false, true)
+        }
+        confirmed.add(tag)
+        if (!scheduled) {
+          scheduled = true
+          setImmediate(flush)
+        }
+        tick()
+      })
+    })
+    return () => connection.close()
+  },
+
   /** this project: the example worker's handler (decode, publish a confirmed result, then the worker acks). */
   "effect-rabbitmq-worker": async () => {
     const consumer = Consumer.make({
@@ -228,6 +289,33 @@ const publishClients: Record<string, () => Promise<() => Promise<void>>> = {
       if (sent >= count) return
       const i = sent++
       channel.sendToQueue(queue, resultBuffer(`p${i}`), { persistent: true, messageId: `p${i}`, contentType: "application/json" }, () => {
+        tick()
+        next()
+      })
+    }
+    for (let i = 0; i < inFlight; i++) next()
+    return () => connection.close()
+  },
+
+  /**
+   * raw amqplib with this project's guarantee: mandatory, so that a message
+   * no queue takes comes back instead of being confirmed and dropped. It
+   * costs the broker work for each publish.
+   */
+  "amqplib-mandatory": async () => {
+    const connection = await amqp.connect(URL)
+    const channel = await connection.createConfirmChannel()
+    channel.on("return", () => console.error("returned: the bench's queue is missing"))
+    let sent = 0
+    const next = () => {
+      if (sent >= count) return
+      const i = sent++
+      channel.publish("", queue, resultBuffer(`p${i}`), {
+        persistent: true,
+        mandatory: true,
+        messageId: `p${i}`,
+        contentType: "application/json"
+      }, () => {
         tick()
         next()
       })
