@@ -7,17 +7,28 @@
  */
 
 type Summary = Readonly<Record<string, { medianMsgsPerSec: number; medianCpuMicrosPerMessage: number; ratioToRaw?: number }>>
+/** The run's estimate of a client that cost no CPU (bench/run.ts `freeClient`). */
+type FreeClient = { readonly msgsPerSec: number; readonly ratioToRaw: number } | undefined
+
+const freeNote = (free: FreeClient) =>
+  free === undefined ? "" : `; a client costing no CPU: about ${free.msgsPerSec.toLocaleString("en")}/s (${free.ratioToRaw.toFixed(2)}x)`
 
 export interface Results {
   readonly date: string
   readonly machine: { readonly cpus: number; readonly cpuModel: string; readonly memoryGiB: number; readonly node: string }
   readonly versions: Readonly<Record<string, string>>
   readonly throughput: { readonly messages: number; readonly prefetch: number; readonly rounds: number; readonly summary: Summary }
-  readonly realPath: { readonly tasks: number; readonly prefetch: number; readonly rounds: number; readonly summary: Summary }
+  readonly realPath: {
+    readonly tasks: number
+    readonly prefetch: number
+    readonly rounds: number
+    readonly summary: Summary
+    readonly freeClient?: FreeClient
+  }
   readonly publishing: {
     readonly publishes: number
     readonly rounds: number
-    readonly inFlight: Readonly<Record<string, { readonly summary: Summary }>>
+    readonly inFlight: Readonly<Record<string, { readonly summary: Summary; readonly freeClient?: FreeClient }>>
   }
   readonly recovery: { readonly faults: number; readonly baseDelayMs: number; readonly medianMs: number; readonly p95Ms: number }
   readonly shutdown: { readonly inFlight: number; readonly handlerMs: number; readonly medianDrainMs: number }
@@ -75,12 +86,14 @@ export const chart = (results: Results): string => {
     ],
     [
       `The real path: consume, publish a confirmed result, ack (median of ${results.realPath.rounds} rounds)`,
-      `${results.realPath.tasks.toLocaleString("en")} tasks, prefetch ${results.realPath.prefetch}; each result persistent to a durable queue, the task acked once it is confirmed`,
+      `${results.realPath.tasks.toLocaleString("en")} tasks, prefetch ${results.realPath.prefetch}; results persistent, each task acked once its result is confirmed${
+        freeNote(results.realPath.freeClient)
+      }`,
       results.realPath.summary
     ],
     ...Object.entries(results.publishing.inFlight).map(([n, r]): [string, string, Summary] => [
       `Confirmed publishing, ${n} in flight (median of ${results.publishing.rounds} rounds)`,
-      `${results.publishing.publishes.toLocaleString("en")} persistent publishes to a durable queue, each awaited`,
+      `${results.publishing.publishes.toLocaleString("en")} persistent publishes to a durable queue, each awaited${freeNote(r.freeClient)}`,
       r.summary
     ])
   ]
