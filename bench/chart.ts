@@ -6,7 +6,14 @@
  * recovery, shutdown and memory figures, with the date, machine and versions.
  */
 
-type Summary = Readonly<Record<string, { medianMsgsPerSec: number; medianCpuMicrosPerMessage: number; ratioToRaw?: number }>>
+type Summary = Readonly<
+  Record<string, {
+    medianMsgsPerSec: number
+    medianCpuMicrosPerMessage: number
+    medianBrokerCpuMicrosPerMessage?: number
+    ratioToRaw?: number
+  }>
+>
 /** The run's estimate of a client that cost no CPU (bench/run.ts `freeClient`). */
 type FreeClient = { readonly msgsPerSec: number; readonly ratioToRaw: number } | undefined
 
@@ -65,7 +72,9 @@ const section = (top: number, title: string, note: string, summary: Summary): { 
       `<rect x="${barLeft}" y="${y}" width="${w.toFixed(1)}" height="18" fill="${ours ? "#4f46e5" : "#9ca3af"}"/>`,
       `<text x="${barLeft + w + 6}" y="${y + 14}">${Math.round(s.medianMsgsPerSec).toLocaleString("en")} msgs/s · ${
         (s.ratioToRaw ?? 0).toFixed(2)
-      }x · ${s.medianCpuMicrosPerMessage} µs CPU/msg</text>`
+      }x · ${s.medianCpuMicrosPerMessage} µs CPU/msg${
+        s.medianBrokerCpuMicrosPerMessage === undefined ? "" : ` · broker ${s.medianBrokerCpuMicrosPerMessage} µs/msg`
+      }</text>`
     ].join("\n")
   })
   const svg = [
@@ -77,7 +86,7 @@ const section = (top: number, title: string, note: string, summary: Summary): { 
 }
 
 export const chart = (results: Results): string => {
-  const width = 1000
+  const width = 1100
   const sections: Array<[string, string, Summary]> = [
     [
       `Consume only (median of ${results.throughput.rounds} alternating rounds)`,

@@ -124,8 +124,43 @@ const emptyQueue = (queue: string) =>
     await channel.assertQueue(queue, { durable: true })
   })
 
+/**
+ * The broker's CPU time so far in µs, when it runs on this machine (the node
+ * `rabbitmqctl` talks to): each client's run is charged the broker's work
+ * too, which the clients change (batched acks spare it, `mandatory` adds).
+ */
+const brokerCpu: () => number | undefined = (() => {
+  let stat: string | undefined
+  let ticks = 100
+  try {
+    const pid = /OS PID: (\d+)/.exec(execFileSync("rabbitmqctl", ["status"], { encoding: "utf8", timeout: 30_000 }))?.[1]
+    stat = pid === undefined ? undefined : `/proc/${pid}/stat`
+    ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+  } catch {
+    stat = undefined
+  }
+  return () => {
+    if (stat === undefined) return undefined
+    try {
+      // utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
+      const fields = readFileSync(stat, "utf8").split(") ")[1]!.split(" ")
+      return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticks
+    } catch {
+      return undefined
+    }
+  }
+})()
+
+interface ClientRun {
+  readonly seconds: number
+  readonly cpuMicrosPerMessage: number
+  /** The broker's CPU over the client's whole run (connect to close), a message; undefined when it is not on this machine. */
+  readonly brokerCpuMicrosPerMessage: number | undefined
+}
+
 const runClient = (scenario: string, client: string, queue: string, count: number, parameter: number) =>
-  new Promise<{ seconds: number; cpuMicrosPerMessage: number }>((resolve, reject) => {
+  new Promise<ClientRun>((resolve, reject) => {
+    const brokerBefore = brokerCpu()
     const child = spawn(process.execPath, ["bench/client.ts", scenario, client, queue, String(count), String(parameter)], {
       cwd: root,
       stdio: ["ignore", "pipe", "inherit"]
@@ -137,7 +172,14 @@ const runClient = (scenario: string, client: string, queue: string, count: numbe
       clearTimeout(timer)
       const line = out.trim().split("\n").pop() ?? ""
       if (code !== 0) return reject(new Error(`${client} exited ${code}: ${out}`))
-      resolve(JSON.parse(line) as { seconds: number; cpuMicrosPerMessage: number })
+      const brokerAfter = brokerCpu()
+      const measured = JSON.parse(line) as { seconds: number; cpuMicrosPerMessage: number }
+      resolve({
+        ...measured,
+        brokerCpuMicrosPerMessage: brokerBefore === undefined || brokerAfter === undefined
+          ? undefined
+          : (brokerAfter - brokerBefore) / count
+      })
     })
   })
 
@@ -155,17 +197,28 @@ const throughput = async () => {
   return { messages: config.messages, prefetch: config.prefetch, rounds: config.rounds, ...results }
 }
 
+/** One client's run in a round. */
+interface Sample {
+  readonly round: number
+  readonly client: string
+  readonly msgsPerSec: number
+  readonly cpuMicrosPerMessage: number
+  readonly brokerCpuMicrosPerMessage?: number
+}
+
 /** Medians per client and their ratios to raw amqplib. */
 const summarize = (
   names: ReadonlyArray<string>,
-  samples: ReadonlyArray<{ readonly client: string; readonly msgsPerSec: number; readonly cpuMicrosPerMessage: number }>
+  samples: ReadonlyArray<Sample>
 ) => {
   const medians = names.map((client) => {
     const mine = samples.filter((run) => run.client === client)
+    const broker = mine.flatMap((run) => run.brokerCpuMicrosPerMessage === undefined ? [] : [run.brokerCpuMicrosPerMessage])
     return {
       client,
       medianMsgsPerSec: round(median(mine.map((run) => run.msgsPerSec))),
-      medianCpuMicrosPerMessage: round(median(mine.map((run) => run.cpuMicrosPerMessage)), 1)
+      medianCpuMicrosPerMessage: round(median(mine.map((run) => run.cpuMicrosPerMessage)), 1),
+      ...(broker.length === mine.length ? { medianBrokerCpuMicrosPerMessage: round(median(broker), 1) } : {})
     }
   })
   const raw = medians.find((m) => m.client === "amqplib")!
@@ -208,16 +261,25 @@ const rotate = async (
   names: ReadonlyArray<string>,
   rounds: number,
   count: number,
-  run: (client: string) => Promise<{ seconds: number; cpuMicrosPerMessage: number }>
+  run: (client: string) => Promise<ClientRun>
 ) => {
-  const samples: Array<{ round: number; client: string; msgsPerSec: number; cpuMicrosPerMessage: number }> = []
+  const samples: Array<Sample> = []
   for (let r = 0; r < rounds; r++) {
     const order = names.map((_, i) => names[(i + r) % names.length]!)
     for (const client of order) {
       const result = await run(client)
       const msgsPerSec = count / result.seconds
-      samples.push({ round: r + 1, client, msgsPerSec: round(msgsPerSec), cpuMicrosPerMessage: round(result.cpuMicrosPerMessage, 1) })
-      log(`${label} round ${r + 1} ${client}: ${round(msgsPerSec)} msgs/s, ${round(result.cpuMicrosPerMessage, 1)} µs CPU/msg`)
+      const broker = result.brokerCpuMicrosPerMessage
+      samples.push({
+        round: r + 1,
+        client,
+        msgsPerSec: round(msgsPerSec),
+        cpuMicrosPerMessage: round(result.cpuMicrosPerMessage, 1),
+        ...(broker === undefined ? {} : { brokerCpuMicrosPerMessage: round(broker, 1) })
+      })
+      log(`${label} round ${r + 1} ${client}: ${round(msgsPerSec)} msgs/s, ${round(result.cpuMicrosPerMessage, 1)} µs CPU/msg${
+        broker === undefined ? "" : `, broker ${round(broker, 1)} µs/msg`
+      }`)
     }
   }
   const summary = summarize(names, samples)
