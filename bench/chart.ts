@@ -24,7 +24,13 @@ export interface Results {
   readonly date: string
   readonly machine: { readonly cpus: number; readonly cpuModel: string; readonly memoryGiB: number; readonly node: string }
   readonly versions: Readonly<Record<string, string>>
-  readonly throughput: { readonly messages: number; readonly prefetch: number; readonly rounds: number; readonly summary: Summary }
+  readonly throughput: {
+    readonly messages: number
+    readonly prefetch: number
+    readonly rounds: number
+    readonly summary: Summary
+    readonly freeClient?: FreeClient
+  }
   readonly realPath: {
     readonly tasks: number
     readonly prefetch: number
@@ -90,7 +96,9 @@ export const chart = (results: Results): string => {
   const sections: Array<[string, string, Summary]> = [
     [
       `Consume only (median of ${results.throughput.rounds} alternating rounds)`,
-      `${results.throughput.messages.toLocaleString("en")} small JSON messages, prefetch ${results.throughput.prefetch}: decode, ack; ratio to raw amqplib`,
+      `${results.throughput.messages.toLocaleString("en")} small JSON messages, prefetch ${results.throughput.prefetch}: decode, ack; ratio to raw amqplib${
+        freeNote(results.throughput.freeClient)
+      }`,
       results.throughput.summary
     ],
     [

@@ -9,16 +9,18 @@
  *    persistent result to a durable queue and wait for its confirm, then ack.
  * 1c. Confirmed publishing alone: persistent publishes to a durable queue,
  *    each awaited, with 100 and with 1,000 in flight.
- *
- * Each of these also runs raw amqplib made to do on the wire what this
- * project does (see `clients`): the ceiling for a client with its guarantees,
- * which shows how much of a gap is the client and how much the broker.
  * 2. Recovery: from a server-side connection close (rabbitmqctl) to the next
  *    message handled, over repeated faults, against the backoff base delay.
  * 3. Shutdown drain: from SIGTERM to exit of the worker process with 100
  *    messages in flight, against the handlers' duration.
  * 4. Memory: RSS, heap and open handles after 10 and after 500 forced
  *    reconnects (a TCP proxy resets the connection).
+ *
+ * 1, 1b and 1c also run raw amqplib made to do on the wire what this project
+ * does (see `clients`): the ceiling for a client with its guarantees. With the
+ * broker's CPU a message beside each client's, and the estimate of a client
+ * that cost no CPU (`freeClient`), they show how much of a gap is the client
+ * and how much the broker.
  *
  * Results go to bench/results/latest.json and bench/results/bench.svg.
  * `--quick` runs a smaller version (for a smoke test); `--only=work,publish`
