@@ -279,50 +279,37 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
 }
 
 /** `count` persistent publishes, `inFlight` awaited at a time. */
-const publishClients: Record<string, () => Promise<() => Promise<void>>> = {
-  /** raw amqplib: a confirm channel, one callback per publish. */
-  amqplib: async () => {
-    const connection = await amqp.connect(URL)
-    const channel = await connection.createConfirmChannel()
-    let sent = 0
-    const next = () => {
-      if (sent >= count) return
-      const i = sent++
-      channel.sendToQueue(queue, resultBuffer(`p${i}`), { persistent: true, messageId: `p${i}`, contentType: "application/json" }, () => {
-        tick()
-        next()
-      })
-    }
-    for (let i = 0; i < inFlight; i++) next()
-    return () => connection.close()
-  },
+/**
+ * raw amqplib: a confirm channel, one callback per publish, the next publish
+ * sent from it. `mandatory` gives this project's guarantee (a message no
+ * queue takes comes back instead of being confirmed and dropped), which
+ * costs the broker work for each publish.
+ */
+const rawPublisher = (mandatory: boolean) => async () => {
+  const connection = await amqp.connect(URL)
+  const channel = await connection.createConfirmChannel()
+  channel.on("return", () => console.error("returned: the bench's queue is missing"))
+  let sent = 0
+  const next = () => {
+    if (sent >= count) return
+    const i = sent++
+    channel.publish("", queue, resultBuffer(`p${i}`), {
+      persistent: true,
+      mandatory,
+      messageId: `p${i}`,
+      contentType: "application/json"
+    }, () => {
+      tick()
+      next()
+    })
+  }
+  for (let i = 0; i < inFlight; i++) next()
+  return () => connection.close()
+}
 
-  /**
-   * raw amqplib with this project's guarantee: mandatory, so that a message
-   * no queue takes comes back instead of being confirmed and dropped. It
-   * costs the broker work for each publish.
-   */
-  "amqplib-mandatory": async () => {
-    const connection = await amqp.connect(URL)
-    const channel = await connection.createConfirmChannel()
-    channel.on("return", () => console.error("returned: the bench's queue is missing"))
-    let sent = 0
-    const next = () => {
-      if (sent >= count) return
-      const i = sent++
-      channel.publish("", queue, resultBuffer(`p${i}`), {
-        persistent: true,
-        mandatory: true,
-        messageId: `p${i}`,
-        contentType: "application/json"
-      }, () => {
-        tick()
-        next()
-      })
-    }
-    for (let i = 0; i < inFlight; i++) next()
-    return () => connection.close()
-  },
+const publishClients: Record<string, () => Promise<() => Promise<void>>> = {
+  amqplib: rawPublisher(false),
+  "amqplib-mandatory": rawPublisher(true),
 
   "effect-rabbitmq-worker": async () => {
     const fiber = Effect.runFork(
