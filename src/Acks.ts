@@ -62,13 +62,34 @@ export interface AcksOptions {
  */
 export const make = (channel: Channel.RawChannel, options: AcksOptions): Acks => new Batch(channel, options)
 
+/** Where a delivery stands in a {@link Batch}. */
+const State = {
+  /** Being handled. */
+  Unsettled: 0,
+  /** Acked, not sent yet; counted in `onSent`. */
+  Queued: 1,
+  /** Acked, not sent yet; not counted (it settles a dead-lettered message). */
+  QueuedUncounted: 2,
+  /** Sent (ack or nack): nothing more to do. */
+  Done: 3
+} as const
+type State = typeof State[keyof typeof State]
+
+/**
+ * The channel's unsettled deliveries in arrival (tag) order, from `head`,
+ * with a state each: arrays rather than a map and sets, since at tens of
+ * thousands of messages a second their entries were a good part of the
+ * garbage a message made.
+ */
 class Batch implements Acks {
   private readonly channel: Channel.RawChannel
   private readonly options: AcksOptions
-  // Insertion order is tag order: deliveries arrive with increasing tags.
-  private readonly unsettled = new Map<number, Channel.Delivery>()
-  private readonly queued = new Set<number>()
-  private readonly uncounted = new Set<number>()
+  private deliveries: Array<Channel.Delivery> = []
+  private states: Array<State> = []
+  /** The first delivery not `Done`; every one before it is. */
+  private head = 0
+  /** Indexes of the queued acks, in the order they were queued. */
+  private queued: Array<number> = []
   private scheduled = false
 
   constructor(channel: Channel.RawChannel, options: AcksOptions) {
@@ -77,13 +98,17 @@ class Batch implements Acks {
   }
 
   readonly delivered = (delivery: Channel.Delivery): void => {
-    this.unsettled.set(delivery.fields.deliveryTag, delivery)
+    this.deliveries.push(delivery)
+    this.states.push(State.Unsettled)
   }
 
   readonly ack = (delivery: Channel.Delivery, counted = true): void => {
-    this.queued.add(delivery.fields.deliveryTag)
-    if (!counted) this.uncounted.add(delivery.fields.deliveryTag)
-    if (this.queued.size >= this.options.maxPending) {
+    const at = this.indexOf(delivery)
+    // Unknown (the broker took it back, see `reset`) or settled already: nothing to send.
+    if (at < 0 || this.states[at] !== State.Unsettled) return
+    this.states[at] = counted ? State.Queued : State.QueuedUncounted
+    this.queued.push(at)
+    if (this.queued.length >= this.options.maxPending) {
       this.flush()
     } else if (!this.scheduled) {
       this.scheduled = true
@@ -92,9 +117,11 @@ class Batch implements Acks {
   }
 
   readonly nack = (delivery: Channel.Delivery, requeue: boolean): boolean => {
-    const tag = delivery.fields.deliveryTag
-    this.unsettled.delete(tag)
-    this.queued.delete(tag)
+    const at = this.indexOf(delivery)
+    if (at >= 0) {
+      this.states[at] = State.Done
+      this.advance()
+    }
     if (!this.options.isOpen()) return false
     try {
       this.channel.nack(delivery, false, requeue)
@@ -105,53 +132,96 @@ class Batch implements Acks {
   }
 
   readonly reset = (): void => {
-    this.queued.clear()
-    this.uncounted.clear()
-    this.unsettled.clear()
+    this.deliveries = []
+    this.states = []
+    this.head = 0
+    this.queued = []
   }
 
   readonly flush = (): void => {
     this.scheduled = false
-    if (this.queued.size === 0) return
+    const queued = this.queued
+    if (queued.length === 0) return
     if (!this.options.isOpen()) return this.reset()
+    this.queued = []
+    const { deliveries, states } = this
     let sent = 0
     try {
       sent += this.ackHead()
       // Acked deliveries behind one still being handled: one by one.
-      for (const tag of this.queued) {
-        const delivery = this.unsettled.get(tag)
-        if (delivery === undefined) continue
-        this.channel.ack(delivery, false)
-        sent += this.settled(tag)
+      for (const at of queued) {
+        const state = states[at]
+        if (state !== State.Queued && state !== State.QueuedUncounted) continue
+        this.channel.ack(deliveries[at]!, false)
+        states[at] = State.Done
+        if (state === State.Queued) sent++
       }
     } catch {
       // The channel is closing: the broker requeues what was not acked.
+      for (const at of queued) if (states[at] !== State.Done) states[at] = State.Unsettled
     }
-    this.queued.clear()
-    this.uncounted.clear()
+    this.advance()
     if (sent > 0) this.options.onSent(sent)
   }
 
-  /** The run of acked deliveries at the head: one `multiple` ack covers it. Returns how many it counted. */
+  /**
+   * The run of acked deliveries at the head (settled ones in it are passed
+   * over: a `multiple` ack no longer covers them): one `multiple` ack covers
+   * it. Returns how many it counted.
+   */
   private ackHead(): number {
-    let last: Channel.Delivery | undefined
-    const run: Array<number> = []
-    for (const [tag, delivery] of this.unsettled) {
-      if (!this.queued.has(tag)) break
-      last = delivery
-      run.push(tag)
+    const { deliveries, states } = this
+    let end = this.head
+    let last = -1
+    for (; end < states.length; end++) {
+      const state = states[end]
+      if (state === State.Unsettled) break
+      if (state !== State.Done) last = end
     }
-    if (last === undefined) return 0
-    this.channel.ack(last, true)
+    if (last < 0) return 0
+    this.channel.ack(deliveries[last]!, true)
     let sent = 0
-    for (const tag of run) sent += this.settled(tag)
+    for (let at = this.head; at <= last; at++) {
+      if (states[at] === State.Queued) sent++
+      states[at] = State.Done
+    }
     return sent
   }
 
-  /** Forgets a delivery that an ack on the socket settled; 1 if it counts. */
-  private settled(tag: number): number {
-    this.unsettled.delete(tag)
-    this.queued.delete(tag)
-    return this.uncounted.delete(tag) ? 0 : 1
+  /** Where `delivery` is, or -1. Tags count up by one a delivery, so the first guess is nearly always right. */
+  private indexOf(delivery: Channel.Delivery): number {
+    const { deliveries, head } = this
+    if (head >= deliveries.length) return -1
+    const tag = delivery.fields.deliveryTag
+    const guess = head + (tag - deliveries[head]!.fields.deliveryTag)
+    if (guess >= head && guess < deliveries.length && deliveries[guess]!.fields.deliveryTag === tag) return guess
+    // Tags only grow: search the rest by halves.
+    let low = head
+    let high = deliveries.length - 1
+    while (low <= high) {
+      const mid = (low + high) >>> 1
+      const at = deliveries[mid]!.fields.deliveryTag
+      if (at === tag) return mid
+      if (at < tag) low = mid + 1
+      else high = mid - 1
+    }
+    return -1
+  }
+
+  /** Moves `head` past settled deliveries, and drops them from the arrays now and then. */
+  private advance(): void {
+    const { deliveries, states } = this
+    while (this.head < states.length && states[this.head] === State.Done) this.head++
+    if (this.head === states.length) {
+      deliveries.length = 0
+      states.length = 0
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > states.length) {
+      const drop = this.head
+      deliveries.splice(0, drop)
+      states.splice(0, drop)
+      for (let i = 0; i < this.queued.length; i++) this.queued[i]! -= drop
+      this.head = 0
+    }
   }
 }

@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { Effect } from "effect"
 import * as Acks from "../src/Acks.ts"
+import type * as Channel from "../src/Channel.ts"
 import * as broker from "./support/broker.ts"
 
 /** Takes `n` deliveries from `queue` on a fresh channel (prefetch n), recording them with `Acks`. */
@@ -90,4 +91,82 @@ describe("Acks", () => {
       assert.deepStrictEqual(sent, [])
       assert.deepStrictEqual(ids(yield* admin.drainQueue(queue)), ["m1", "m2", "m3"])
     }))
+
+  // What the broker would make of the frames Acks sends, worked out here:
+  // which acks go out is this module's decision, not the broker's.
+  describe("the frames it sends (a channel that records them)", () => {
+    /** A channel that settles tags the way the broker does: `multiple` covers every outstanding tag up to it. */
+    const recorder = (tags: ReadonlyArray<number>, decided = new Map<number, "ack" | "nack">()) => {
+      const outstanding = new Set(tags)
+      const settledBy = new Map<number, "ack" | "nack">()
+      const settle = (tag: number, multiple: boolean, how: "ack" | "nack") => {
+        assert.isTrue(outstanding.has(tag), `tag ${tag} is not outstanding`)
+        for (const t of multiple ? [...outstanding].filter((t) => t <= tag) : [tag]) {
+          // Settled exactly as its handling decided, and only once it was decided.
+          assert.strictEqual(how, decided.get(t), `tag ${t}`)
+          outstanding.delete(t)
+          settledBy.set(t, how)
+        }
+      }
+      const channel = {
+        ack: (message: amqp.Message, multiple = false) => settle(message.fields.deliveryTag, multiple, "ack"),
+        nack: (message: amqp.Message, multiple = false) => settle(message.fields.deliveryTag, multiple, "nack")
+      } as unknown as Channel.RawChannel
+      return { channel, outstanding, settledBy }
+    }
+    const delivery = (tag: number) => ({ fields: { deliveryTag: tag } }) as unknown as Channel.Delivery
+    /** Deterministic pseudo-random numbers (mulberry32). */
+    const random = (seed: number) => () => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+
+    it("never settles a delivery that was not acked, in any order, with gaps in the tags and thousands in flight", () => {
+      for (const seed of [1, 2, 3, 4, 5]) {
+        const next = random(seed)
+        // Tags mostly one apart, sometimes more (deliveries of another consumer on the channel).
+        const tags: Array<number> = []
+        for (let tag = 1; tags.length < 5000; tag += next() < 0.05 ? 2 + Math.floor(next() * 5) : 1) tags.push(tag)
+        const decided = new Map<number, "ack" | "nack">()
+        const { channel, outstanding, settledBy } = recorder(tags, decided)
+        const sent: Array<number> = []
+        const acks = Acks.make(channel, { isOpen: () => true, maxPending: 1 + Math.floor(next() * 200), onSent: (n) => sent.push(n) })
+        const deliveries = tags.map(delivery)
+        for (const d of deliveries) acks.delivered(d)
+        // Settled in a shuffled order, a window at a time, so the head lags behind.
+        const order = deliveries.map((d, i) => ({ d, key: i + next() * 400 })).sort((a, b) => a.key - b.key).map((x) => x.d)
+        for (const d of order) {
+          const tag = d.fields.deliveryTag
+          if (next() < 0.03) {
+            decided.set(tag, "nack")
+            assert.isTrue(acks.nack(d, true))
+          } else {
+            decided.set(tag, "ack")
+            acks.ack(d)
+          }
+          if (next() < 0.01) acks.flush()
+        }
+        acks.flush()
+        assert.strictEqual(outstanding.size, 0)
+        assert.deepStrictEqual(settledBy, new Map([...decided].sort(([a], [b]) => a - b).map(([t, how]) => [t, how])))
+        const ackedCount = [...decided.values()].filter((how) => how === "ack").length
+        assert.strictEqual(sent.reduce((a, b) => a + b, 0), ackedCount)
+      }
+    })
+
+    it("an ack of a delivery it no longer knows (the broker took it back) sends nothing", () => {
+      const { channel, settledBy } = recorder([1, 2])
+      const acks = Acks.make(channel, { isOpen: () => true, maxPending: 1, onSent: () => {} })
+      const [first, second] = [delivery(1), delivery(2)]
+      acks.delivered(first)
+      acks.delivered(second)
+      acks.reset()
+      acks.ack(first)
+      acks.ack(second)
+      acks.flush()
+      assert.strictEqual(settledBy.size, 0)
+    })
+  })
 })
