@@ -33,18 +33,21 @@ export interface State {
 }
 
 /**
- * Handles one delivery to its settled end, then runs `next`. Only the
- * handler itself may run in `restore` (interruptibly).
+ * The handling of one handler fiber's deliveries, made once per fiber (so a
+ * message costs no closures of its own): each call handles one delivery to
+ * its settled end, then runs `next`. Only the handler itself may run in
+ * `restore` (interruptibly).
  */
 export type Handle<R> = (
-  delivery: Channel.Delivery,
-  attempt: number,
-  /** The broker's count of this message's deliveries that ended unsettled (0 where it counts every return). */
-  failedDeliveries: number,
   slot: Slot,
   state: State,
   restore: <A, E, R1>(effect: Effect.Effect<A, E, R1>) => Effect.Effect<A, E, R1>,
   next: Effect.Effect<void, never, R>
+) => (
+  delivery: Channel.Delivery,
+  attempt: number,
+  /** The broker's count of this message's deliveries that ended unsettled (0 where it counts every return). */
+  failedDeliveries: number
 ) => Effect.Effect<void, never, R>
 
 export interface DispatchOptions<R> {
@@ -170,8 +173,9 @@ const handlerFiber = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>): Ef
           References.CurrentLogAnnotations,
           messageId === undefined ? { ...annotations, attempt } : { ...annotations, messageId, attempt }
         ))
-        return options.handle(delivery, attempt, failed, slot, dispatch, restore, next)
+        return handle(delivery, attempt, failed)
       })
+      const handle = options.handle(slot, dispatch, restore, next)
       return next
     })
   )

@@ -53,7 +53,12 @@ interface Job {
   readonly startedAt: number
 }
 
-/** Handles deliveries of one consumer on one channel. */
+/**
+ * Handles deliveries of one consumer on one channel. What a handler fiber
+ * needs for every message (the continuations after the handler, above all)
+ * is made once per fiber: a handler fiber handles one message at a time,
+ * so its current job is a variable, and a message allocates only its job.
+ */
 export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
   options: HandleOptions<S, H, E, R>
 ): Handle<R> => {
@@ -61,62 +66,55 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
     ...options,
     timedOut: Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: options.handlerTimeout }) }))
   }
-  return (delivery, attempt, failedDeliveries, slot, state, restore, next) => {
-    const job: Job = { delivery, attempt, slot, state, startedAt: performance.now() }
-    env.metrics.received()
-    // Crashed the worker on every attempt: parked without running again.
-    const spent = Outcome.unsettled(env.policy, attempt, failedDeliveries)
-    if (spent !== undefined) return andThen(finish(env, job, spent), next)
+  return (slot, state, restore, next) => {
+    let job!: Job
+    const succeeded = () => {
+      slot.startedAt = -1
+      return finish(env, job, ack)
+    }
+    const failed = (cause: Cause.Cause<E>) => {
+      slot.startedAt = -1
+      return finish(env, job, decide(
+        env,
+        job,
+        slot.timedOut && Cause.hasInterruptsOnly(cause)
+          ? env.timedOut
+          : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
+      ))
+    }
+    // One parameter each: `matchCauseEffect` wraps a continuation of another arity in a closure of its own.
+    const untraced = {
+      onSuccess: (_: unknown) => andThen(succeeded(), next),
+      onFailure: (cause: Cause.Cause<E>) => andThen(failed(cause), next)
+    }
+    // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
+    const traced = {
+      onSuccess: (_: unknown) => succeeded() ?? Effect.void,
+      onFailure: (cause: Cause.Cause<E>) => failed(cause) ?? Effect.void
+    }
+    const afterSpan = (_: unknown) => next
+    return (delivery, attempt, failedDeliveries) => {
+      job = { delivery, attempt, slot, state, startedAt: performance.now() }
+      env.metrics.received()
+      // Crashed the worker on every attempt: parked without running again.
+      const spent = Outcome.unsettled(env.policy, attempt, failedDeliveries)
+      if (spent !== undefined) return andThen(finish(env, job, spent), next)
 
-    const prepared = env.prepare(delivery, env.maxBodyBytes, attempt)
-    if (prepared instanceof Outcome.DecodeError) return andThen(finish(env, job, decide(env, job, Exit.fail(prepared))), next)
-    return run(env, job, prepared, restore, next)
+      const prepared = env.prepare(delivery, env.maxBodyBytes, attempt)
+      if (prepared instanceof Outcome.DecodeError) return andThen(finish(env, job, decide(env, job, Exit.fail(prepared))), next)
+      const handler = callHandler(env, prepared)
+      slot.startedAt = job.startedAt
+      if (!env.traced) return Effect.matchCauseEffect(restore(handler), untraced)
+      return Effect.flatMap(
+        Tracing.consume(env.queue, delivery.properties.headers, {
+          "messaging.message.id": prepared.message.id,
+          "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
+          "messaging.rabbitmq.message.attempt": attempt
+        })(Effect.matchCauseEffect(restore(Tracing.handle(handler)), traced)),
+        afterSpan
+      )
+    }
   }
-}
-
-/** Runs the handler (in the message's span when traced), then settles by its outcome, then `next`. */
-const run = <S extends BodySchema, H extends BodySchema, E, R>(
-  env: Env<S, H, E, R>,
-  job: Job,
-  prepared: Prepared<S["Type"], H["Type"]>,
-  restore: <A, E1, R1>(effect: Effect.Effect<A, E1, R1>) => Effect.Effect<A, E1, R1>,
-  next: Effect.Effect<void, never, R>
-): Effect.Effect<void, never, R> => {
-  const succeeded = () => {
-    job.slot.startedAt = -1
-    return finish(env, job, ack)
-  }
-  const failed = (cause: Cause.Cause<E>) => {
-    job.slot.startedAt = -1
-    return finish(env, job, decide(
-      env,
-      job,
-      job.slot.timedOut && Cause.hasInterruptsOnly(cause)
-        ? env.timedOut
-        : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
-    ))
-  }
-  const handler = callHandler(env, prepared)
-  job.slot.startedAt = job.startedAt
-  if (!env.traced) {
-    return Effect.matchCauseEffect(restore(handler), {
-      onSuccess: () => andThen(succeeded(), next),
-      onFailure: (cause) => andThen(failed(cause), next)
-    })
-  }
-  // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
-  const handled = Effect.matchCauseEffect(restore(Tracing.handle(handler)), {
-    onSuccess: () => succeeded() ?? Effect.void,
-    onFailure: (cause) => failed(cause) ?? Effect.void
-  })
-  return Effect.flatMap(
-    Tracing.consume(env.queue, job.delivery.properties.headers, {
-      "messaging.message.id": prepared.message.id,
-      "messaging.rabbitmq.destination.routing_key": job.delivery.fields.routingKey,
-      "messaging.rabbitmq.message.attempt": job.attempt
-    })(handled),
-    () => next
-  )
 }
 
 /** A handler that throws instead of returning an effect has died: same outcome as a defect. */
