@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { type Context, Effect, Metric } from "effect"
+import { Context, Effect, Metric } from "effect"
 import type * as Outcome from "./Outcome.ts"
 import type { ConnectionState, Status } from "./Status.ts"
 
@@ -63,30 +63,29 @@ const failed = counter("publishes_failed_total", "Publishes that ended with a ty
  * @since 0.1.0
  */
 export const forQueue = (queue: string, context: Context.Context<never>) => {
-  const attributes = { queue }
-  const byOutcome = Object.fromEntries(
-    Object.entries(outcomes).map(([tag, metric]) => [tag, Metric.withAttributes(metric, attributes)])
-  ) as Record<Outcome.Decision["_tag"], Metric.Counter<number>>
-  const receivedQ = Metric.withAttributes(received, attributes)
-  const inFlightQ = Metric.withAttributes(inFlight, attributes)
-  const durationQ = Metric.withAttributes(duration, attributes)
+  // The queue label is added to the context once, rather than by
+  // `Metric.withAttributes` on every update (a context of its own each).
+  const labelled = Context.add(context, Metric.CurrentMetricAttributes, {
+    ...Context.get(context, Metric.CurrentMetricAttributes),
+    queue
+  })
 
   const tally = { received: 0, inFlight: 0, Ack: 0, Requeue: 0, Reject: 0, Retry: 0, DeadLetter: 0 }
   let durations: Array<number> = []
   let scheduled = false
   const flush = () => {
     scheduled = false
-    receivedQ.updateUnsafe(tally.received, context)
-    inFlightQ.modifyUnsafe(tally.inFlight, context)
+    received.updateUnsafe(tally.received, labelled)
+    inFlight.modifyUnsafe(tally.inFlight, labelled)
     for (const tag of ["Ack", "Requeue", "Reject", "Retry", "DeadLetter"] as const) {
-      byOutcome[tag].updateUnsafe(tally[tag], context)
+      outcomes[tag].updateUnsafe(tally[tag], labelled)
       tally[tag] = 0
     }
     tally.received = 0
     tally.inFlight = 0
     const observed = durations
     durations = []
-    for (const seconds of observed) durationQ.updateUnsafe(seconds, context)
+    for (const seconds of observed) duration.updateUnsafe(seconds, labelled)
   }
   const schedule = () => {
     if (scheduled) return
