@@ -60,6 +60,7 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
     if (Exit.isFailure(body)) {
       return new Outcome.DecodeError({ kind: "InvalidBody", reason: causeMessage(body.cause) })
     }
+    const route = originalRoute(delivery, queue)
     return {
       body: body.value,
       message: {
@@ -67,7 +68,8 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
         queue,
         redelivered: delivery.fields.redelivered,
         attempt,
-        ...originalRoute(delivery, queue),
+        exchange: route.exchange,
+        routingKey: route.routingKey,
         headers,
         contentType,
         correlationId: stringOrUndefined(delivery.properties.correlationId),
@@ -153,7 +155,9 @@ const noExcessKeys = (ast: SchemaAST.AST): ((value: unknown) => boolean) | undef
         // A class instance (a `toJSON`, getters) is not what JSON would carry of it.
         const proto: unknown = Object.getPrototypeOf(value)
         if (proto !== Object.prototype && proto !== null) return false
-        for (const key of Object.keys(value)) if (!declared.has(key)) return false
+        // `for...in` walks the keys without making an array of them; it also
+        // sees inherited enumerable keys (a polluted prototype): those take the full decoder.
+        for (const key in value) if (!declared.has(key)) return false
         for (const [name, check] of fields) {
           const inner = (value as Record<PropertyKey, unknown>)[name]
           if (inner !== undefined && !check(inner)) return false
@@ -222,7 +226,8 @@ export const originalRoute = (
   if (typeof headers?.[Outcome.attemptHeader] === "number" && typeof exchange === "string" && typeof routingKey === "string") {
     return { exchange, routingKey }
   }
-  return { exchange: delivery.fields.exchange, routingKey: delivery.fields.routingKey }
+  // The delivery's own fields carry both (and nothing needs a copy of them).
+  return delivery.fields
 }
 
 export const stringOrUndefined = (value: unknown): string | undefined => typeof value === "string" ? value : undefined

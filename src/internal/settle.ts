@@ -82,6 +82,8 @@ export const settler = (
 }
 
 const ackLog = Effect.logDebug("message acked")
+/** The usual end, made once. */
+const ackSettled: Settled = { outcome: "Ack", log: ackLog }
 
 const nacked = (
   target: Target,
@@ -94,7 +96,7 @@ const nacked = (
 const acked = (target: Target, delivery: Channel.Delivery, log: Effect.Effect<void>, counted = true): Settled => {
   if (!target.channel.isOpen()) return channelGone("Ack")
   target.acks.ack(delivery, counted)
-  return { outcome: "Ack", log }
+  return log === ackLog ? ackSettled : { outcome: "Ack", log }
 }
 
 const requeueWhenPublisherReady = (
