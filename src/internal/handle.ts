@@ -57,7 +57,7 @@ interface Job {
  * Handles deliveries of one consumer on one channel. What a handler fiber
  * needs for every message (the continuations after the handler, above all)
  * is made once per fiber: a handler fiber handles one message at a time,
- * so its current job is a variable, and a message allocates only its job.
+ * so its current job is a variable, and a message makes no closures.
  */
 export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
   options: HandleOptions<S, H, E, R>
@@ -88,11 +88,14 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       onFailure: (cause: Cause.Cause<E>) => andThen(failed(cause), next)
     }
     // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
-    const traced = {
-      onSuccess: (_: unknown) => succeeded() ?? Effect.void,
-      onFailure: (cause: Cause.Cause<E>) => failed(cause) ?? Effect.void
-    }
-    const afterSpan = (_: unknown) => next
+    // Made only when traced: where handlers wait for a publish, a fiber often handles one message.
+    const traced = env.traced
+      ? {
+        onSuccess: (_: unknown) => succeeded() ?? Effect.void,
+        onFailure: (cause: Cause.Cause<E>) => failed(cause) ?? Effect.void,
+        afterSpan: (_: unknown) => next
+      }
+      : undefined
     return (delivery, attempt, failedDeliveries) => {
       job = { delivery, attempt, slot, state, startedAt: performance.now() }
       env.metrics.received()
@@ -104,14 +107,14 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       if (prepared instanceof Outcome.DecodeError) return andThen(finish(env, job, decide(env, job, Exit.fail(prepared))), next)
       const handler = callHandler(env, prepared)
       slot.startedAt = job.startedAt
-      if (!env.traced) return Effect.matchCauseEffect(restore(handler), untraced)
+      if (traced === undefined) return Effect.matchCauseEffect(restore(handler), untraced)
       return Effect.flatMap(
         Tracing.consume(env.queue, delivery.properties.headers, {
           "messaging.message.id": prepared.message.id,
           "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
           "messaging.rabbitmq.message.attempt": attempt
         })(Effect.matchCauseEffect(restore(Tracing.handle(handler)), traced)),
-        afterSpan
+        traced.afterSpan
       )
     }
   }
