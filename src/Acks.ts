@@ -88,6 +88,8 @@ class Batch implements Acks {
   private states: Array<State> = []
   /** The first delivery not `Done`; every one before it is. */
   private head = 0
+  /** How many from `head` on are `Done` (settled behind one still being handled). */
+  private done = 0
   /** Indexes of the queued acks, in the order they were queued. */
   private queued: Array<number> = []
   private scheduled = false
@@ -119,7 +121,7 @@ class Batch implements Acks {
   readonly nack = (delivery: Channel.Delivery, requeue: boolean): boolean => {
     const at = this.indexOf(delivery)
     if (at >= 0) {
-      this.states[at] = State.Done
+      this.settle(at)
       this.advance()
     }
     if (!this.options.isOpen()) return false
@@ -135,6 +137,7 @@ class Batch implements Acks {
     this.deliveries = []
     this.states = []
     this.head = 0
+    this.done = 0
     this.queued = []
   }
 
@@ -153,7 +156,7 @@ class Batch implements Acks {
         const state = states[at]
         if (state !== State.Queued && state !== State.QueuedUncounted) continue
         this.channel.ack(deliveries[at]!, false)
-        states[at] = State.Done
+        this.settle(at)
         if (state === State.Queued) sent++
       }
     } catch {
@@ -171,19 +174,18 @@ class Batch implements Acks {
    */
   private ackHead(): number {
     const { deliveries, states } = this
-    let end = this.head
     let last = -1
-    for (; end < states.length; end++) {
-      const state = states[end]
+    for (let at = this.head; at < states.length; at++) {
+      const state = states[at]
       if (state === State.Unsettled) break
-      if (state !== State.Done) last = end
+      if (state !== State.Done) last = at
     }
     if (last < 0) return 0
     this.channel.ack(deliveries[last]!, true)
     let sent = 0
     for (let at = this.head; at <= last; at++) {
       if (states[at] === State.Queued) sent++
-      states[at] = State.Done
+      this.settle(at)
     }
     return sent
   }
@@ -208,20 +210,45 @@ class Batch implements Acks {
     return -1
   }
 
-  /** Moves `head` past settled deliveries, and drops them from the arrays now and then. */
+  private settle(at: number): void {
+    if (this.states[at] === State.Done) return
+    this.states[at] = State.Done
+    this.done++
+  }
+
+  /**
+   * Moves `head` past settled deliveries. Once they are most of the arrays
+   * (before `head`, or behind a delivery a handler still holds), the arrays
+   * keep only the others: a stuck handler does not make them grow.
+   */
   private advance(): void {
     const { deliveries, states } = this
-    while (this.head < states.length && states[this.head] === State.Done) this.head++
-    if (this.head === states.length) {
+    while (this.head < states.length && states[this.head] === State.Done) {
+      this.head++
+      this.done--
+    }
+    const length = states.length
+    if (this.head === length) {
       deliveries.length = 0
       states.length = 0
       this.head = 0
-    } else if (this.head > 1024 && this.head * 2 > states.length) {
-      const drop = this.head
-      deliveries.splice(0, drop)
-      states.splice(0, drop)
-      for (let i = 0; i < this.queued.length; i++) this.queued[i]! -= drop
+      this.done = 0
+    } else if (length > 1024 && (this.head + this.done) * 2 > length) {
+      // Where each kept delivery goes; -1 for a settled one.
+      const moved = new Int32Array(length).fill(-1)
+      let kept = 0
+      for (let at = this.head; at < length; at++) {
+        if (states[at] === State.Done) continue
+        moved[at] = kept
+        deliveries[kept] = deliveries[at]!
+        states[kept] = states[at]!
+        kept++
+      }
+      deliveries.length = kept
+      states.length = kept
+      this.queued = this.queued.flatMap((at) => (moved[at]! >= 0 ? [moved[at]!] : []))
       this.head = 0
+      this.done = 0
     }
   }
 }
