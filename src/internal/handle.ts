@@ -13,7 +13,7 @@ import * as Outcome from "../Outcome.ts"
 import * as Tracing from "../Tracing.ts"
 import type { BodySchema, Prepared } from "./decode.ts"
 import type { Settle, Settled } from "./settle.ts"
-import type { Handle, Slot, State } from "./dispatch.ts"
+import type { Handle, State } from "./dispatch.ts"
 
 export interface HandleOptions<S extends BodySchema, H extends BodySchema, E, R> {
   readonly queue: string
@@ -48,7 +48,6 @@ interface Env<S extends BodySchema, H extends BodySchema, E, R> extends HandleOp
 interface Job {
   readonly delivery: Channel.Delivery
   readonly attempt: number
-  readonly slot: Slot
   readonly state: State
   readonly startedAt: number
 }
@@ -97,7 +96,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       }
       : undefined
     return (delivery, attempt, failedDeliveries) => {
-      job = { delivery, attempt, slot, state, startedAt: performance.now() }
+      job = { delivery, attempt, state, startedAt: performance.now() }
       env.metrics.received()
       // Crashed the worker on every attempt: parked without running again.
       const spent = Outcome.unsettled(env.policy, attempt, failedDeliveries)
