@@ -16,7 +16,7 @@ const errorTag = <A, E extends { readonly _tag: string }>(exit: Exit.Exit<A, E>)
   Exit.isFailure(exit) ? Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value._tag : "defect") : "success"
 
 describe("Publisher", () => {
-  it.live("publish succeeds once confirmed; id, content type, headers and persistence are set", () =>
+  it.live("publish succeeds once confirmed; id, content type, timestamp, correlation id, headers and persistence are set", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin
       const queue = yield* admin.queue("results", {})
@@ -27,16 +27,24 @@ describe("Publisher", () => {
         schema: Result,
         body: { id: "r1", total: 3 },
         messageId: "r1",
+        correlationId: "c1",
         headers: { tenant: "acme" }
       })
-      yield* worker.publisher.publish({ routingKey: queue, schema: Result, body: { id: "r2", total: 4 } })
+      const before = Math.floor(Date.now() / 1000)
+      yield* worker.publisher.publish({ routingKey: queue, schema: Result, body: { id: "r2", total: 4 }, persistent: false })
       const [first, second] = yield* admin.drainQueue(queue)
       assert.deepStrictEqual(JSON.parse(first!.content.toString()), { id: "r1", total: 3 })
       assert.strictEqual(first!.properties.messageId, "r1")
       assert.strictEqual(first!.properties.contentType, "application/json")
       assert.strictEqual(first!.properties.deliveryMode, 2)
       assert.strictEqual(first!.properties.headers?.tenant, "acme")
+      assert.strictEqual(first!.properties.correlationId, "c1")
       assert.match(String(second!.properties.messageId), /^[0-9a-f-]{36}$/)
+      assert.strictEqual(second!.properties.deliveryMode, 1)
+      assert.strictEqual(second!.properties.correlationId, undefined)
+      assert.strictEqual(second!.properties.contentType, "application/json")
+      const stamp = Number(second!.properties.timestamp)
+      assert.isTrue(stamp >= before && stamp <= Math.floor(Date.now() / 1000) + 1, `timestamp ${stamp}`)
     }).pipe(Effect.provide(logs.capture().layer)))
 
   it.live("a burst of publishes in one tick (one socket write) arrives whole and in order, large bodies included", () =>

@@ -42,12 +42,18 @@ const returnedResult: SendResult = { _tag: "Returned" }
 const nackedResult: SendResult = { _tag: "Nacked" }
 const timedOut: SendResult = { _tag: "TimedOut" }
 
-interface Pending {
+/** One sent publish until it ends: a class, not a literal, for the reason `internal/send.ts` gives for messages. */
+class Pending {
   readonly message: Outgoing
   readonly deadline: number
-  readonly resume: (result: SendResult) => void
-  returned: boolean
-  done: boolean
+  readonly resume: (exit: Exit.Exit<SendResult>) => void
+  returned = false
+  done = false
+  constructor(message: Outgoing, deadline: number, resume: (exit: Exit.Exit<SendResult>) => void) {
+    this.message = message
+    this.deadline = deadline
+    this.resume = resume
+  }
 }
 
 export interface Confirms {
@@ -97,13 +103,7 @@ class Tracker implements Confirms {
     Effect.callback<SendResult>((resume) => {
       const problem = headersProblem(message.options.headers)
       if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
-      const entry: Pending = {
-        message,
-        deadline,
-        resume: (result) => resume(result === confirmedResult ? confirmedExit : Exit.succeed(result)),
-        returned: false,
-        done: false
-      }
+      const entry = new Pending(message, deadline, resume)
       let writable: boolean
       try {
         writable = this.raw.publish(
@@ -167,7 +167,7 @@ class Tracker implements Confirms {
       pending.splice(0, this.head)
       this.head = 0
     }
-    entry.resume(result)
+    entry.resume(result === confirmedResult ? confirmedExit : Exit.succeed(result))
   }
 }
 
