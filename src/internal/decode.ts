@@ -20,6 +20,54 @@ export interface Prepared<B, H> {
   readonly message: Message<H>
 }
 
+// Classes, not object literals: a message is held until its handler ends,
+// and V8 allocates the objects of a literal it sees outlive young
+// collections straight into the old generation (see `internal/send.ts`).
+class Ready<B, H> implements Prepared<B, H> {
+  readonly body: B
+  readonly message: Message<H>
+  constructor(body: B, message: Message<H>) {
+    this.body = body
+    this.message = message
+  }
+}
+
+class Incoming<H> implements Message<H> {
+  readonly id: string | undefined
+  readonly queue: string
+  readonly redelivered: boolean
+  readonly attempt: number
+  readonly exchange: string
+  readonly routingKey: string
+  readonly headers: H
+  readonly contentType: string | undefined
+  readonly correlationId: string | undefined
+  readonly content: Uint8Array
+  constructor(
+    id: string | undefined,
+    queue: string,
+    redelivered: boolean,
+    attempt: number,
+    exchange: string,
+    routingKey: string,
+    headers: H,
+    contentType: string | undefined,
+    correlationId: string | undefined,
+    content: Uint8Array
+  ) {
+    this.id = id
+    this.queue = queue
+    this.redelivered = redelivered
+    this.attempt = attempt
+    this.exchange = exchange
+    this.routingKey = routingKey
+    this.headers = headers
+    this.contentType = contentType
+    this.correlationId = correlationId
+    this.content = content
+  }
+}
+
 /** Checks and decodes deliveries of one consumer. */
 export const preparer = <S extends BodySchema, H extends BodySchema>(
   queue: string,
@@ -61,21 +109,21 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
       return new Outcome.DecodeError({ kind: "InvalidBody", reason: causeMessage(body.cause) })
     }
     const route = originalRoute(delivery, queue)
-    return {
-      body: body.value,
-      message: {
-        id: stringOrUndefined(delivery.properties.messageId),
+    return new Ready(
+      body.value,
+      new Incoming<H["Type"]>(
+        stringOrUndefined(delivery.properties.messageId),
         queue,
-        redelivered: delivery.fields.redelivered,
+        delivery.fields.redelivered,
         attempt,
-        exchange: route.exchange,
-        routingKey: route.routingKey,
+        route.exchange,
+        route.routingKey,
         headers,
         contentType,
-        correlationId: stringOrUndefined(delivery.properties.correlationId),
+        stringOrUndefined(delivery.properties.correlationId),
         content
-      }
-    }
+      )
+    )
   }
 }
 

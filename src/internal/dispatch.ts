@@ -16,12 +16,15 @@ import * as Outcome from "../Outcome.ts"
 import { stringOrUndefined } from "./decode.ts"
 
 /** A handler fiber, as the watchdog sees it. */
-export interface Slot {
+export class Slot {
   readonly fiber: Fiber.Fiber<unknown, unknown>
   /** When its current handler started (`performance.now()`), or -1 between handlers. */
-  startedAt: number
+  startedAt = -1
   /** The watchdog interrupted it: its handler ran out of time. */
-  timedOut: boolean
+  timedOut = false
+  constructor(fiber: Fiber.Fiber<unknown, unknown>) {
+    this.fiber = fiber
+  }
 }
 
 /** What a subscription tells the handling of each delivery. */
@@ -153,7 +156,7 @@ export class Dispatch<R> implements State {
 const handlerFiber = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>): Effect.Effect<void, never, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.withFiber((fiber) => {
-      const slot: Slot = { fiber, startedAt: -1, timedOut: false }
+      const slot = new Slot(fiber)
       dispatch.slots.add(slot)
       const base = fiber.context
       const annotations = Context.get(base, References.CurrentLogAnnotations)

@@ -45,11 +45,18 @@ interface Env<S extends BodySchema, H extends BodySchema, E, R> extends HandleOp
 }
 
 /** One delivery being handled. */
-interface Job {
+/** One message being handled: a class, not a literal, for the reason `internal/decode.ts` gives. */
+class Job {
   readonly delivery: Channel.Delivery
   readonly attempt: number
   readonly state: State
   readonly startedAt: number
+  constructor(delivery: Channel.Delivery, attempt: number, state: State, startedAt: number) {
+    this.delivery = delivery
+    this.attempt = attempt
+    this.state = state
+    this.startedAt = startedAt
+  }
 }
 
 /**
@@ -96,7 +103,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       }
       : undefined
     return (delivery, attempt, failedDeliveries) => {
-      job = { delivery, attempt, state, startedAt: performance.now() }
+      job = new Job(delivery, attempt, state, performance.now())
       env.metrics.received()
       // Crashed the worker on every attempt: parked without running again.
       const spent = Outcome.unsettled(env.policy, attempt, failedDeliveries)
