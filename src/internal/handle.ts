@@ -44,8 +44,7 @@ interface Env<S extends BodySchema, H extends BodySchema, E, R> extends HandleOp
   readonly timedOut: Exit.Exit<never, Outcome.HandlerError<Outcome.HandlerTimeout>>
 }
 
-/** One delivery being handled. */
-/** One message being handled: a class, not a literal, for the reason `internal/decode.ts` gives. */
+/** One delivery being handled: a class, not a literal, for the reason `internal/decode.ts` gives. */
 class Job {
   readonly delivery: Channel.Delivery
   readonly attempt: number
