@@ -29,8 +29,8 @@ import type * as Outlet from "./outlet.ts"
  * until the confirm, and V8 allocates straight into the old generation the
  * objects of a literal whose objects it sees survive young collections
  * (allocation-site pretenuring). With many publishes in flight it did so for
- * these, and every message then lived until a full collection: a full
- * collection every 1 to 2 seconds and longer young ones, at 1,000 in flight.
+ * these, and every message then lived until a full collection: at 1,000 in
+ * flight, one about every 4 seconds, and young collections of 20-28 ms.
  */
 export const jsonMessage = (message: OutgoingMessage<Schema.Top>, messageId: string, json: string): Confirms.Outgoing =>
   new JsonMessage(message.exchange ?? "", message.routingKey, Buffer.from(json, "utf8"), new JsonProperties(message, messageId))
