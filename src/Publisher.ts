@@ -151,31 +151,40 @@ export const make = (options: PublisherOptions = {}) =>
     const timeout = Duration.fromInputUnsafe(options.timeout ?? Options.defaults.publishTimeout)
     const timeoutMillis = Duration.toMillis(timeout)
     const metrics = Metrics.forPublisher(yield* Effect.context<never>())
-    const outlet = yield* Outlet.make({ timeout, maxWaiting: options.maxWaiting ?? Options.defaults.publishMaxWaiting })
-    const send = sender(outlet, timeout, timeoutMillis, metrics)
+    const outlet = yield* Outlet.make({ timeout, maxWaiting: options.maxWaiting ?? Options.defaults.publishMaxWaiting, metrics })
+    const send = sender(outlet)
+
+    const encodeFailed = (messageId: string, error: Schema.SchemaError) => {
+      metrics.failed("PublishEncodeError")
+      return new PublishEncodeError({ messageId, reason: error.message })
+    }
+    /** The rare publish whose schema encodes as an effect (its transformations may need services). */
+    const encodeThenSend = <S extends Schema.Top>(
+      message: OutgoingMessage<S>,
+      messageId: string,
+      encoded: Effect.Effect<string, Schema.SchemaError, S["EncodingServices"]>
+    ) =>
+      Effect.flatMap(
+        Effect.mapError(encoded, (error) => encodeFailed(messageId, error)),
+        (json) => sendObserved(send, jsonMessage(message, messageId, json), timeoutMillis)
+      )
 
     const publish = <S extends Schema.Top>(message: OutgoingMessage<S>): Effect.Effect<void, PublishError, S["EncodingServices"]> => {
       const messageId = message.messageId ?? randomUUID()
-      const sendJson = (json: string) => sendObserved(send, jsonMessage(message, messageId, json))
-      const encodeFailed = (error: Schema.SchemaError) => {
-        metrics.failed("PublishEncodeError")
-        return new PublishEncodeError({ messageId, reason: error.message })
-      }
       const encoded = encoderOf(message.schema)(message.body)
-      // Most schemas encode synchronously: no fiber step for them.
-      if (Exit.isExit(encoded)) {
-        const exit = encoded as Exit.Exit<string, Schema.SchemaError>
-        if (Exit.isSuccess(exit)) return sendJson(exit.value)
-        const error = Cause.findErrorOption(exit.cause)
-        return error._tag === "Some" ? Effect.fail(encodeFailed(error.value)) : Effect.die(Cause.squash(exit.cause))
-      }
-      return Effect.flatMap(Effect.mapError(encoded, encodeFailed), sendJson)
+      // Most schemas encode synchronously, to an `Exit`: no fiber step for them.
+      if (!Exit.isExit(encoded)) return encodeThenSend(message, messageId, encoded)
+      const exit = encoded as Exit.Exit<string, Schema.SchemaError>
+      if (Exit.isSuccess(exit)) return sendObserved(send, jsonMessage(message, messageId, exit.value), timeoutMillis)
+      const error = Cause.findErrorOption(exit.cause)
+      return error._tag === "Some" ? Effect.fail(encodeFailed(messageId, error.value)) : Effect.die(Cause.squash(exit.cause))
     }
 
     const service = Publisher.of({
       publish,
       // Bytes as they are, e.g. a delivery being dead-lettered: its own headers (and traceparent) are kept.
-      publishRaw: (message) => sendObserved(send, { ...message, options: { ...message.options, mandatory: message.mandatory ?? true } }),
+      publishRaw: (message) =>
+        sendObserved(send, { ...message, options: { ...message.options, mandatory: message.mandatory ?? true } }, timeoutMillis),
       awaitUsable: outlet.awaitUsable,
       stats: Effect.sync(outlet.stats)
     })

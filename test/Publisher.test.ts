@@ -4,13 +4,24 @@
  * broker restart in the middle of publishing.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Schema } from "effect"
+import { Effect, Exit, Fiber, Metric, Schema } from "effect"
 import * as broker from "./support/broker.ts"
+import * as health from "./support/health.ts"
 import * as logs from "./support/logs.ts"
 import * as Proxy from "./support/proxy.ts"
 import { startWorker } from "./support/worker.ts"
 
 const Result = Schema.Struct({ id: Schema.String, total: Schema.Int })
+
+/** A publisher counter's value now (the publisher hands its tallies to the metrics once a turn). */
+const publishCount = (id: string, error?: string) =>
+  Effect.andThen(
+    Effect.sleep("20 millis"),
+    Effect.map(Metric.snapshot, (snapshots) => {
+      const found = snapshots.find((s) => s.id === id && (error === undefined || s.attributes?.["error"] === error))
+      return found?.type === "Counter" ? Number(found.state.count) : 0
+    })
+  )
 
 const errorTag = <A, E extends { readonly _tag: string }>(exit: Exit.Exit<A, E>) =>
   Exit.isFailure(exit) ? Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value._tag : "defect") : "success"
@@ -188,7 +199,11 @@ describe("Publisher", () => {
       yield* impatient.awaitReady
       yield* Effect.sleep("300 millis")
       assert.strictEqual(yield* admin.ready(queue), 0)
-    }).pipe(Effect.provide(logs.capture().layer)))
+      // Failures that never reached a channel are counted like the others.
+      assert.strictEqual(yield* publishCount("rabbitmq_worker_publishes_confirmed_total"), 2)
+      assert.strictEqual(yield* publishCount("rabbitmq_worker_publishes_failed_total", "PublishBufferFull"), 1)
+      assert.strictEqual(yield* publishCount("rabbitmq_worker_publishes_failed_total", "PublishTimeout"), 1)
+    }).pipe(health.isolatedMetrics, Effect.provide(logs.capture().layer)))
 
   it.live("while the broker blocks the connection (memory alarm), publishing waits instead of piling up", () =>
     Effect.gen(function*() {

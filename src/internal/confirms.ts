@@ -1,20 +1,32 @@
 /**
  * Publisher confirms on one confirm channel: each publish is sent and then
  * waits for the broker's ack or nack, its return (a mandatory message no
- * queue took), the channel's end, or its deadline.
+ * queue took), the channel's end, or its deadline, and ends as the publish's
+ * own outcome: success, or its typed {@link PublishError}.
  *
  * Kept cheap because every result a worker publishes comes through here: a
- * publish costs one record in a queue ordered by sending, no timer and no map
- * entry of its own. One watchdog per channel times out the publishes whose
- * deadline has passed. A return is matched to the oldest unconfirmed
- * mandatory publish with the same exchange, routing key and message id: the
- * broker routes (and returns) a channel's publishes in order, and sends a
- * return before the confirm of its message, so message ids need not be unique.
+ * publish costs one record in a queue ordered by sending, no timer, no map
+ * entry and no continuation of its own (the waiting fiber is resumed with
+ * the publish's final `Exit`). One watchdog per channel times out the
+ * publishes whose deadline has passed. A return is matched to the oldest
+ * unconfirmed mandatory publish with the same exchange, routing key and
+ * message id: the broker routes (and returns) a channel's publishes in
+ * order, and sends a return before the confirm of its message, so message
+ * ids need not be unique.
  *
  * @internal
  */
-import { Effect, Exit } from "effect"
+import { type Duration, Effect, Exit } from "effect"
 import * as Channel from "../Channel.ts"
+import type * as Metrics from "../Metrics.ts"
+import {
+  type PublishError,
+  PublishNacked,
+  PublishRefused,
+  PublishTimeout,
+  PublishUnconfirmed,
+  PublishUnroutable
+} from "../PublishError.ts"
 
 /** A message ready for amqplib: its body as bytes, and every property, `mandatory` included. */
 export interface Outgoing {
@@ -24,32 +36,21 @@ export interface Outgoing {
   readonly options: Channel.PublishOptions & { readonly messageId: string; readonly mandatory: boolean }
 }
 
-/** How one try to send a message ended. */
-export type SendResult =
-  | { readonly _tag: "Confirmed" }
-  | { readonly _tag: "NotSent" }
-  | { readonly _tag: "Refused"; readonly reason: string }
-  | { readonly _tag: "Returned" }
-  | { readonly _tag: "Nacked" }
-  | { readonly _tag: "TimedOut" }
-  | { readonly _tag: "Closed"; readonly reason: string }
-
-const confirmedResult: SendResult = { _tag: "Confirmed" }
-/** The common end as a ready `Exit`: resuming with it allocates nothing. */
-const confirmedExit = Exit.succeed(confirmedResult)
-const notSent: SendResult = { _tag: "NotSent" }
-const returnedResult: SendResult = { _tag: "Returned" }
-const nackedResult: SendResult = { _tag: "Nacked" }
-const timedOut: SendResult = { _tag: "TimedOut" }
+/**
+ * What a publish does when this channel closed before anything of it went
+ * out (so trying the next channel cannot duplicate it). One function for
+ * all publishes, so that a publish costs no closure for this rare end.
+ */
+export type Retry = (message: Outgoing, deadline: number) => Effect.Effect<void, PublishError>
 
 /** One sent publish until it ends: a class, not a literal, for the reason `internal/send.ts` gives for messages. */
 class Pending {
   readonly message: Outgoing
   readonly deadline: number
-  readonly resume: (exit: Exit.Exit<SendResult>) => void
+  readonly resume: (exit: Exit.Exit<void, PublishError>) => void
   returned = false
   done = false
-  constructor(message: Outgoing, deadline: number, resume: (exit: Exit.Exit<SendResult>) => void) {
+  constructor(message: Outgoing, deadline: number, resume: (exit: Exit.Exit<void, PublishError>) => void) {
     this.message = message
     this.deadline = deadline
     this.resume = resume
@@ -57,23 +58,26 @@ class Pending {
 }
 
 export interface Confirms {
-  /** Sends `message` and waits for how it ends, until `deadline` (epoch ms). */
-  readonly send: (message: Outgoing, deadline: number) => Effect.Effect<SendResult>
+  /** Sends `message` and waits for its confirm, until `deadline` (epoch ms). */
+  readonly send: (message: Outgoing, deadline: number, retry: Retry) => Effect.Effect<void, PublishError>
   /** Sent and not confirmed yet. */
   readonly unconfirmed: () => number
 }
 
-/**
- * Confirm tracking for `channel`, until the scope closes. `onFull` is called
- * when the socket's buffer is full (the caller waits for `drain`);
- * `timeoutMillis` sets how often the watchdog looks.
- */
-export const make = (
-  channel: Channel.Channel<Channel.RawConfirmChannel>,
-  options: { readonly timeoutMillis: number; readonly onFull: () => void }
-) =>
+export interface ConfirmsOptions {
+  /** The publish timeout (`PublishTimeout` says it); also sets how often the watchdog looks. */
+  readonly timeout: Duration.Duration
+  readonly timeoutMillis: number
+  /** Called when the socket's buffer is full (the caller waits for `drain`). */
+  readonly onFull: () => void
+  /** Counts each publish's end; an interrupted publish is not counted. */
+  readonly metrics: ReturnType<typeof Metrics.forPublisher>
+}
+
+/** Confirm tracking for `channel`, until the scope closes. */
+export const make = (channel: Channel.Channel<Channel.RawConfirmChannel>, options: ConfirmsOptions) =>
   Effect.gen(function*() {
-    const tracker = new Tracker(channel.raw, options.onFull)
+    const tracker = new Tracker(channel, options)
     channel.raw.on("return", tracker.onReturn)
     // One timer for all: a publish overruns its deadline by at most a tenth of the timeout (at most 1 s).
     const every = Math.max(10, Math.min(1000, options.timeoutMillis / 10))
@@ -85,45 +89,55 @@ export const make = (
   })
 
 class Tracker implements Confirms {
-  private readonly raw: Channel.RawConfirmChannel
-  private readonly onFull: () => void
+  private readonly channel: Channel.Channel<Channel.RawConfirmChannel>
+  private readonly options: ConfirmsOptions
   /** In sending order; those before `head` are settled. */
   private readonly pending: Array<Pending> = []
   private head = 0
   private count = 0
 
-  constructor(raw: Channel.RawConfirmChannel, onFull: () => void) {
-    this.raw = raw
-    this.onFull = onFull
+  constructor(channel: Channel.Channel<Channel.RawConfirmChannel>, options: ConfirmsOptions) {
+    this.channel = channel
+    this.options = options
   }
 
   readonly unconfirmed = (): number => this.count
 
-  readonly send = (message: Outgoing, deadline: number): Effect.Effect<SendResult> =>
-    Effect.callback<SendResult>((resume) => {
+  readonly send = (message: Outgoing, deadline: number, retry: Retry): Effect.Effect<void, PublishError> =>
+    Effect.callback<void, PublishError>((resume) => {
       const problem = headersProblem(message.options.headers)
-      if (problem !== undefined) return resume(Effect.succeed({ _tag: "Refused", reason: problem }))
+      if (problem !== undefined) return resume(this.failed(new PublishRefused({ messageId: message.options.messageId, reason: problem })))
       const entry = new Pending(message, deadline, resume)
       let writable: boolean
       try {
-        writable = this.raw.publish(
+        writable = this.channel.raw.publish(
           message.exchange,
           message.routingKey,
           message.content,
           message.options,
-          (error: unknown) => this.settle(entry, confirmed(error, entry.returned))
+          (error: unknown) => this.confirmed(entry, error)
         )
       } catch (error) {
         // Nothing went out: amqplib encodes the whole frame before writing
         // it, and registers the confirm only after that.
-        return resume(Effect.succeed(notSentResult(error)))
+        return resume(
+          Channel.isClosedError(error)
+            // The channel closed first: the next channel cannot duplicate it.
+            ? retry(message, deadline)
+            : this.failed(
+              new PublishRefused({
+                messageId: message.options.messageId,
+                reason: error instanceof Error ? error.message : String(error)
+              })
+            )
+        )
       }
       this.count++
       this.pending.push(entry)
-      if (!writable) this.onFull()
+      if (!writable) this.options.onFull()
       // Interrupted: its result no longer matters (its confirm, when it comes, is dropped).
       return Effect.sync(() => {
-        if (!entry.done) this.settle(entry, timedOut)
+        if (!entry.done) this.settle(entry, undefined)
       })
     })
 
@@ -149,12 +163,48 @@ class Tracker implements Confirms {
     const now = Date.now()
     for (let i = this.head; i < this.pending.length; i++) {
       const entry = this.pending[i]!
-      if (!entry.done && entry.deadline <= now) this.settle(entry, timedOut)
+      if (!entry.done && entry.deadline <= now) {
+        this.settle(
+          entry,
+          this.failed(new PublishTimeout({ messageId: entry.message.options.messageId, timeout: this.options.timeout, sent: true }))
+        )
+      }
     }
   }
 
-  private settle(entry: Pending, result: SendResult): void {
+  /** The end of a confirm: amqplib calls back with nothing (ack), or an error for a nack or a closed channel. */
+  private confirmed(entry: Pending, error: unknown): void {
     if (entry.done) return
+    this.settle(entry, this.outcome(entry, error))
+  }
+
+  private outcome(entry: Pending, error: unknown): Exit.Exit<void, PublishError> {
+    const { exchange, routingKey, options: { messageId } } = entry.message
+    if (error === null || error === undefined) {
+      if (entry.returned) return this.failed(new PublishUnroutable({ messageId, exchange, routingKey }))
+      this.options.metrics.confirmed()
+      return Exit.void
+    }
+    if (Channel.isNackError(error)) return this.failed(new PublishNacked({ messageId }))
+    // Say why when the broker closed the channel (e.g. 404, no such exchange).
+    const reason = error instanceof Error ? error.message : String(error)
+    const why = this.channel.serverError()
+    return this.failed(
+      new PublishUnconfirmed({
+        messageId,
+        reason: why === undefined ? reason : `${reason}: ${why.reason}`,
+        code: why?.code
+      })
+    )
+  }
+
+  private failed(error: PublishError): Exit.Exit<never, PublishError> {
+    this.options.metrics.failed(error._tag)
+    return Exit.fail(error)
+  }
+
+  /** Ends `entry`, resuming its publish with `exit` (none when it was interrupted). */
+  private settle(entry: Pending, exit: Exit.Exit<void, PublishError> | undefined): void {
     entry.done = true
     this.count--
     // Confirms come (mostly) in sending order: the settled head moves on.
@@ -167,23 +217,8 @@ class Tracker implements Confirms {
       pending.splice(0, this.head)
       this.head = 0
     }
-    entry.resume(result === confirmedResult ? confirmedExit : Exit.succeed(result))
+    if (exit !== undefined) entry.resume(exit)
   }
-}
-
-/** A publish amqplib refused synchronously: nothing went out. */
-const notSentResult = (error: unknown): SendResult =>
-  Channel.isClosedError(error)
-    // The channel closed first: the next channel cannot duplicate it.
-    ? notSent
-    : { _tag: "Refused", reason: error instanceof Error ? error.message : String(error) }
-
-/** The end of a confirm: amqplib calls back with nothing (ack), or an error for a nack or a closed channel. */
-const confirmed = (error: unknown, returned: boolean): SendResult => {
-  if (error === null || error === undefined) return returned ? returnedResult : confirmedResult
-  return Channel.isNackError(error)
-    ? nackedResult
-    : { _tag: "Closed", reason: error instanceof Error ? error.message : String(error) }
 }
 
 /**

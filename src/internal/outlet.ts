@@ -12,6 +12,7 @@
 import { Cause, Duration, Effect, Latch } from "effect"
 import * as Channel from "../Channel.ts"
 import type { Connection } from "../Connection.ts"
+import type * as Metrics from "../Metrics.ts"
 import * as Outcome from "../Outcome.ts"
 import { PublishBufferFull, PublishTimeout } from "../PublishError.ts"
 import * as Reconnect from "../Reconnect.ts"
@@ -49,6 +50,8 @@ export interface Outlet {
 export interface OutletOptions {
   readonly timeout: Duration.Duration
   readonly maxWaiting: number
+  /** Counts each publish's typed failure (and each confirm). */
+  readonly metrics: ReturnType<typeof Metrics.forPublisher>
 }
 
 export const make = (options: OutletOptions): Effect.Effect<Outlet> => Effect.sync(() => new Holder(options))
@@ -91,12 +94,12 @@ class Holder implements Outlet {
       const current = this.live
       if (usable(current)) return Effect.succeed(current)
       const { maxWaiting, timeout } = this.options
-      if (this.waiting >= maxWaiting) return Effect.fail(new PublishBufferFull({ messageId, maxWaiting }))
+      if (this.waiting >= maxWaiting) return this.failed(new PublishBufferFull({ messageId, maxWaiting }))
       this.waiting++
       return this.awaitUsable.pipe(
         Effect.timeoutOrElse({
           duration: Math.max(0, deadline - Date.now()),
-          orElse: () => Effect.fail(new PublishTimeout({ messageId, timeout, sent: false }))
+          orElse: () => this.failed(new PublishTimeout({ messageId, timeout, sent: false }))
         }),
         Effect.ensuring(Effect.sync(() => {
           this.waiting--
@@ -104,6 +107,11 @@ class Holder implements Outlet {
         Effect.andThen(Effect.suspend(() => this.ready(messageId, deadline)))
       )
     })
+
+  private failed<E extends PublishTimeout | PublishBufferFull>(error: E): Effect.Effect<never, E> {
+    this.options.metrics.failed(error._tag)
+    return Effect.fail(error)
+  }
 
   readonly attach = (connection: Connection, settings: AttachSettings): Effect.Effect<never> =>
     Reconnect.loop(
@@ -128,7 +136,12 @@ class Holder implements Outlet {
       const channel = yield* Channel.makeConfirm(connection)
       const drained = Latch.makeUnsafe(true)
       channel.raw.on("drain", () => drained.openUnsafe())
-      const confirms = yield* Confirms.make(channel, { timeoutMillis: self.timeoutMillis, onFull: () => drained.closeUnsafe() })
+      const confirms = yield* Confirms.make(channel, {
+        timeout: self.options.timeout,
+        timeoutMillis: self.timeoutMillis,
+        onFull: () => drained.closeUnsafe(),
+        metrics: self.options.metrics
+      })
       yield* self.hold({ channel, confirms, unblocked: connection.unblocked, drained })
       yield* isReady
       yield* settings.onReady

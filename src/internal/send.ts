@@ -1,23 +1,15 @@
 /**
  * One publish, from the message to its confirm: the JSON message with the
  * publisher's defaults, the send on a usable channel (trying the next
- * channel when this one closed before sending) within one deadline, the
- * typed error for every end but a confirm, and the producer span when a
- * tracer exports spans.
+ * channel when this one closed before sending) within one deadline, and the
+ * producer span when a tracer exports spans. How a sent publish ends (and
+ * its typed error) is `internal/confirms.ts`.
  *
  * @internal
  */
-import { type Duration, Effect, type Schema, Tracer } from "effect"
-import type * as Metrics from "../Metrics.ts"
+import { Effect, type Schema, Tracer } from "effect"
 import type { OutgoingMessage } from "../Publisher.ts"
-import {
-  type PublishError,
-  PublishNacked,
-  PublishRefused,
-  PublishTimeout,
-  PublishUnconfirmed,
-  PublishUnroutable
-} from "../PublishError.ts"
+import type { PublishError } from "../PublishError.ts"
 import * as Tracing from "../Tracing.ts"
 import type * as Confirms from "./confirms.ts"
 import type * as Outlet from "./outlet.ts"
@@ -68,65 +60,21 @@ class JsonProperties {
 
 /**
  * Sends on the usable channel and waits for the confirm, until the deadline;
- * tries the next channel when this one closed before sending. Counted in
- * the metrics.
+ * tries the next channel when this one closed before sending. Usable now
+ * (the usual case), a publish goes straight to the channel's confirms,
+ * which end it: no step of its own.
  */
-export const sender = (
-  outlet: Outlet.Outlet,
-  timeout: Duration.Duration,
-  timeoutMillis: number,
-  metrics: ReturnType<typeof Metrics.forPublisher>
-) =>
-(message: Confirms.Outgoing): Effect.Effect<void, PublishError> => {
-  const messageId = message.options.messageId
-  const deadline = Date.now() + timeoutMillis
-  const on = (current: Outlet.Live): Effect.Effect<void, PublishError> =>
-    Effect.flatMap(current.confirms.send(message, deadline), (result) => {
-      if (result._tag === "Confirmed") {
-        metrics.confirmed()
-        return Effect.void
-      }
-      if (result._tag === "NotSent") return Effect.andThen(Effect.yieldNow, attempt)
-      const error = failure(message, result, current, timeout)
-      metrics.failed(error._tag)
-      return Effect.fail(error)
-    })
-  const attempt: Effect.Effect<void, PublishError> = Effect.suspend(() => {
+export const sender = (outlet: Outlet.Outlet) => {
+  const on = (message: Confirms.Outgoing, deadline: number) => (current: Outlet.Live) => current.confirms.send(message, deadline, retry)
+  const attempt = (message: Confirms.Outgoing, deadline: number): Effect.Effect<void, PublishError> => {
     const current = outlet.usableNow()
-    return current !== undefined ? on(current) : Effect.flatMap(outlet.ready(messageId, deadline), on)
-  })
-  // Usable now (the usual case): straight to the channel.
-  const current = outlet.usableNow()
-  return current !== undefined ? on(current) : attempt
-}
-
-/** The typed error for a send that did not end in a confirm. */
-const failure = (
-  message: Confirms.Outgoing,
-  result: Exclude<Confirms.SendResult, { readonly _tag: "Confirmed" | "NotSent" }>,
-  current: Outlet.Live,
-  timeout: Duration.Duration
-): PublishError => {
-  const messageId = message.options.messageId
-  switch (result._tag) {
-    case "Refused":
-      return new PublishRefused({ messageId, reason: result.reason })
-    case "Returned":
-      return new PublishUnroutable({ messageId, exchange: message.exchange, routingKey: message.routingKey })
-    case "Nacked":
-      return new PublishNacked({ messageId })
-    case "TimedOut":
-      return new PublishTimeout({ messageId, timeout, sent: true })
-    case "Closed": {
-      // Say why when the broker closed the channel (e.g. 404, no such exchange).
-      const why = current.channel.serverError()
-      return new PublishUnconfirmed({
-        messageId,
-        reason: why === undefined ? result.reason : `${result.reason}: ${why.reason}`,
-        code: why?.code
-      })
-    }
+    return current !== undefined
+      ? current.confirms.send(message, deadline, retry)
+      : Effect.flatMap(outlet.ready(message.options.messageId, deadline), on(message, deadline))
   }
+  // The channel closed before the message went out: the next one cannot duplicate it.
+  const retry: Confirms.Retry = (message, deadline) => Effect.andThen(Effect.yieldNow, Effect.suspend(() => attempt(message, deadline)))
+  return attempt
 }
 
 /**
@@ -135,14 +83,18 @@ const failure = (
  * one, spans and headers would be work for nothing.
  */
 export const sendObserved = (
-  send: (message: Confirms.Outgoing) => Effect.Effect<void, PublishError>,
-  message: Confirms.Outgoing
+  send: (message: Confirms.Outgoing, deadline: number) => Effect.Effect<void, PublishError>,
+  message: Confirms.Outgoing,
+  timeoutMillis: number
 ): Effect.Effect<void, PublishError> =>
   Effect.withFiber((fiber) => {
-    if (fiber.getRef(Tracer.Tracer) === defaultTracer) return send(message)
+    // One deadline for the whole publish, from when it starts.
+    const deadline = Date.now() + timeoutMillis
+    if (fiber.getRef(Tracer.Tracer) === defaultTracer) return send(message, deadline)
     return Effect.flatMap(
       Tracing.currentTraceparent,
-      (traceparent) => send({ ...message, options: { ...message.options, headers: { ...message.options.headers, ...traceparent } } })
+      (traceparent) =>
+        send({ ...message, options: { ...message.options, headers: { ...message.options.headers, ...traceparent } } }, deadline)
     ).pipe(Tracing.publish(message.exchange, message.routingKey, message.options.messageId))
   })
 
