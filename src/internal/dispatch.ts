@@ -15,15 +15,28 @@ import type * as Channel from "../Channel.ts"
 import * as Outcome from "../Outcome.ts"
 import { stringOrUndefined } from "./decode.ts"
 
-/** A handler fiber, as the watchdog sees it. */
-export class Slot {
-  readonly fiber: Fiber.Fiber<unknown, unknown>
+/**
+ * A handler fiber's place: what the watchdog sees of it, and what its
+ * handling needs for every message. Where handlers wait (for a publish,
+ * say), a fiber handles about one message, so a slot is kept for the next
+ * fiber when its fiber ends: its continuations are made once, not per fiber.
+ */
+export class Slot<R = unknown> {
+  /** The fiber in this slot now. */
+  fiber!: Fiber.Fiber<unknown, unknown>
+  /** Runs the handler interruptibly (from the fiber's `uninterruptibleMask`). */
+  restore!: <A, E, R1>(effect: Effect.Effect<A, E, R1>) => Effect.Effect<A, E, R1>
   /** When its current handler started (`performance.now()`), or -1 between handlers. */
   startedAt = -1
   /** The watchdog interrupted it: its handler ran out of time. */
   timedOut = false
-  constructor(fiber: Fiber.Fiber<unknown, unknown>) {
-    this.fiber = fiber
+  /** The fiber's context when it started, and the log annotations in it. */
+  base!: Context.Context<never>
+  annotations!: Readonly<Record<string, unknown>>
+  /** Takes the next delivery and handles it, until none waits. */
+  readonly next: Effect.Effect<void, never, R>
+  constructor(next: (slot: Slot<R>) => Effect.Effect<void, never, R>) {
+    this.next = next(this)
   }
 }
 
@@ -36,15 +49,14 @@ export interface State {
 }
 
 /**
- * The handling of one handler fiber's deliveries, made once per fiber (so a
- * message costs no closures of its own): each call handles one delivery to
- * its settled end, then runs `next`. Only the handler itself may run in
- * `restore` (interruptibly).
+ * The handling of one slot's deliveries, made once per slot (so neither a
+ * message nor a fiber costs closures of its own): each call handles one
+ * delivery to its settled end, then runs `next`. Only the handler itself
+ * may run in `slot.restore` (interruptibly).
  */
 export type Handle<R> = (
-  slot: Slot,
+  slot: Slot<R>,
   state: State,
-  restore: <A, E, R1>(effect: Effect.Effect<A, E, R1>) => Effect.Effect<A, E, R1>,
   next: Effect.Effect<void, never, R>
 ) => (
   delivery: Channel.Delivery,
@@ -75,17 +87,21 @@ export class Dispatch<R> implements State {
   /** Deliveries no handler has started, in arrival order. */
   readonly waiting: Array<Channel.Delivery> = []
   /** The running handler fibers. */
-  readonly slots = new Set<Slot>()
+  readonly slots = new Set<Slot<R>>()
+  /** Slots whose fibers ended, for the next fibers. */
+  private readonly free: Array<Slot<R>> = []
   private running = 0
   private pumpScheduled = false
   private isStopping = false
   private isVoided = false
   private readonly options: DispatchOptions<R>
   private readonly work: Effect.Effect<void, never, R>
+  private readonly slotWork: (slot: Slot<R>) => Effect.Effect<void, never, R>
 
   constructor(options: DispatchOptions<R>) {
     this.options = options
-    this.work = handlerFiber(this, options)
+    this.slotWork = slotWork(this, options)
+    this.work = handlerFiber(this)
   }
 
   readonly stopping = () => this.isStopping
@@ -104,16 +120,34 @@ export class Dispatch<R> implements State {
   }
 
   /** The next delivery for a handler fiber that is free, unless it should stop. */
-  take(slot: Slot): Channel.Delivery | undefined {
+  take(slot: Slot<R>): Channel.Delivery | undefined {
     return this.isStopping || slot.timedOut || this.options.paused() ? undefined : this.waiting.shift()
   }
 
-  /** A handler fiber found nothing to take and ends. */
-  finished(slot: Slot): void {
+  /** A fiber starts in a slot: a free one, or a new one. */
+  occupy(fiber: Fiber.Fiber<unknown, unknown>, restore: Slot<R>["restore"]): Slot<R> {
+    const slot = this.free.pop() ?? new Slot<R>(this.slotWork)
+    slot.fiber = fiber
+    slot.restore = restore
+    if (slot.base !== fiber.context) {
+      slot.base = fiber.context
+      slot.annotations = Context.get(fiber.context, References.CurrentLogAnnotations)
+    }
+    this.slots.add(slot)
+    return slot
+  }
+
+  /** A handler fiber found nothing to take and ends; its slot is kept for the next one. */
+  finished(slot: Slot<R>): void {
     this.slots.delete(slot)
     this.running--
     // A fiber the watchdog interrupted ends early: another takes over.
-    if (slot.timedOut) this.schedulePump()
+    if (slot.timedOut) {
+      slot.timedOut = false
+      this.schedulePump()
+    }
+    slot.startedAt = -1
+    this.free.push(slot)
   }
 
   push(delivery: Channel.Delivery): void {
@@ -146,42 +180,42 @@ export class Dispatch<R> implements State {
 }
 
 /**
- * A handler fiber. It is made uninterruptible once (handlers run in
- * `restore`), and each message's log annotations are set on the fiber's
- * context directly rather than with a scoped `Effect.annotateLogs` around
- * every message: both are per-message costs otherwise. A fiber the watchdog
- * interrupted ends after settling its message (its interruption would hit
- * the next handler too).
+ * A handler fiber: it takes a slot and works through the deliveries that
+ * wait. It is made uninterruptible once (handlers run in `restore`).
  */
-const handlerFiber = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>): Effect.Effect<void, never, R> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiber((fiber) => {
-      const slot = new Slot(fiber)
-      dispatch.slots.add(slot)
-      const base = fiber.context
-      const annotations = Context.get(base, References.CurrentLogAnnotations)
-      const next: Effect.Effect<void, never, R> = Effect.suspend(() => {
-        const delivery = dispatch.take(slot)
-        if (delivery === undefined) {
-          fiber.setContext(base)
-          dispatch.finished(slot)
-          return Effect.void
-        }
-        const messageId = stringOrUndefined(delivery.properties.messageId)
-        const headers = delivery.properties.headers
-        const failed = options.countsFailures ? Outcome.failedDeliveriesOf(headers) : 0
-        const attempt = Outcome.attemptOf(headers, options.queue, failed)
-        fiber.setContext(Context.add(
-          base,
-          References.CurrentLogAnnotations,
-          messageId === undefined ? { ...annotations, attempt } : { ...annotations, messageId, attempt }
-        ))
-        return handle(delivery, attempt, failed)
-      })
-      const handle = options.handle(slot, dispatch, restore, next)
-      return next
-    })
-  )
+const handlerFiber = <R>(dispatch: Dispatch<R>): Effect.Effect<void, never, R> =>
+  Effect.uninterruptibleMask((restore) => Effect.withFiber((fiber) => dispatch.occupy(fiber, restore).next))
+
+/**
+ * What a slot runs for each message: take a delivery and handle it. Each
+ * message's log annotations are set on the fiber's context directly rather
+ * than with a scoped `Effect.annotateLogs` around every message (a
+ * per-message cost otherwise). A fiber the watchdog interrupted ends after
+ * settling its message (its interruption would hit the next handler too).
+ */
+const slotWork = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>) => (slot: Slot<R>): Effect.Effect<void, never, R> => {
+  const next: Effect.Effect<void, never, R> = Effect.suspend(() => {
+    const delivery = dispatch.take(slot)
+    if (delivery === undefined) {
+      slot.fiber.setContext(slot.base)
+      dispatch.finished(slot)
+      return Effect.void
+    }
+    const messageId = stringOrUndefined(delivery.properties.messageId)
+    const headers = delivery.properties.headers
+    const failed = options.countsFailures ? Outcome.failedDeliveriesOf(headers) : 0
+    const attempt = Outcome.attemptOf(headers, options.queue, failed)
+    const annotations = slot.annotations
+    slot.fiber.setContext(Context.add(
+      slot.base,
+      References.CurrentLogAnnotations,
+      messageId === undefined ? { ...annotations, attempt } : { ...annotations, messageId, attempt }
+    ))
+    return handle(delivery, attempt, failed)
+  })
+  const handle = options.handle(slot, dispatch, next)
+  return next
+}
 
 /** Interrupts each handler that has run longer than `timeoutMs`; its message is settled as a `HandlerTimeout` failure. */
 export const watchdog = (slots: ReadonlySet<Slot>, timeoutMs: number) => {

@@ -61,8 +61,9 @@ class Job {
 /**
  * Handles deliveries of one consumer on one channel. What a handler fiber
  * needs for every message (the continuations after the handler, above all)
- * is made once per fiber: a handler fiber handles one message at a time,
- * so its current job is a variable, and a message makes no closures.
+ * is made once per slot (`internal/dispatch.ts`): a slot's fiber handles one
+ * message at a time, so its current job is a variable, and neither a
+ * message nor a fiber makes closures.
  */
 export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
   options: HandleOptions<S, H, E, R>
@@ -71,7 +72,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
     ...options,
     timedOut: Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: options.handlerTimeout }) }))
   }
-  return (slot, state, restore, next) => {
+  return (slot, state, next) => {
     let job!: Job
     const succeeded = () => {
       slot.startedAt = -1
@@ -93,7 +94,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       onFailure: (cause: Cause.Cause<E>) => andThen(failed(cause), next)
     }
     // Traced: the outcome is settled (and logged) inside the message's span; `next` runs after it.
-    // Made only when traced: where handlers wait for a publish, a fiber often handles one message.
+    // Made only when traced.
     const traced = env.traced
       ? {
         onSuccess: (_: unknown) => succeeded() ?? Effect.void,
@@ -112,13 +113,13 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
       if (prepared instanceof Outcome.DecodeError) return andThen(finish(env, job, decide(env, job, Exit.fail(prepared))), next)
       const handler = callHandler(env, prepared)
       slot.startedAt = job.startedAt
-      if (traced === undefined) return Effect.matchCauseEffect(restore(handler), untraced)
+      if (traced === undefined) return Effect.matchCauseEffect(slot.restore(handler), untraced)
       return Effect.flatMap(
         Tracing.consume(env.queue, delivery.properties.headers, {
           "messaging.message.id": prepared.message.id,
           "messaging.rabbitmq.destination.routing_key": delivery.fields.routingKey,
           "messaging.rabbitmq.message.attempt": attempt
-        })(Effect.matchCauseEffect(restore(Tracing.handle(handler)), traced)),
+        })(Effect.matchCauseEffect(slot.restore(Tracing.handle(handler)), traced)),
         traced.afterSpan
       )
     }
