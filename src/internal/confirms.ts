@@ -16,7 +16,7 @@
  *
  * @internal
  */
-import { type Duration, Effect, Exit } from "effect"
+import { Duration, Effect, Exit } from "effect"
 import * as Channel from "../Channel.ts"
 import type * as Metrics from "../Metrics.ts"
 import {
@@ -67,7 +67,6 @@ export interface Confirms {
 export interface ConfirmsOptions {
   /** The publish timeout (`PublishTimeout` says it); also sets how often the watchdog looks. */
   readonly timeout: Duration.Duration
-  readonly timeoutMillis: number
   /** Called when the socket's buffer is full (the caller waits for `drain`). */
   readonly onFull: () => void
   /** Counts each publish's end; an interrupted publish is not counted. */
@@ -80,7 +79,7 @@ export const make = (channel: Channel.Channel<Channel.RawConfirmChannel>, option
     const tracker = new Tracker(channel, options)
     channel.raw.on("return", tracker.onReturn)
     // One timer for all: a publish overruns its deadline by at most a tenth of the timeout (at most 1 s).
-    const every = Math.max(10, Math.min(1000, options.timeoutMillis / 10))
+    const every = Math.max(10, Math.min(1000, Duration.toMillis(options.timeout) / 10))
     yield* Effect.acquireRelease(
       Effect.sync(() => setInterval(tracker.expire, every).unref()),
       (timer) => Effect.sync(() => clearInterval(timer))

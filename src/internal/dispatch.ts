@@ -146,7 +146,6 @@ export class Dispatch<R> implements State {
       slot.timedOut = false
       this.schedulePump()
     }
-    slot.startedAt = -1
     this.free.push(slot)
   }
 

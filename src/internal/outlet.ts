@@ -61,7 +61,6 @@ const usable = (current: Live | undefined): current is Live =>
 
 class Holder implements Outlet {
   private readonly options: OutletOptions
-  private readonly timeoutMillis: number
   private live: Live | undefined
   private waiting = 0
   /** Open while a session's channel is attached. */
@@ -69,7 +68,6 @@ class Holder implements Outlet {
 
   constructor(options: OutletOptions) {
     this.options = options
-    this.timeoutMillis = Duration.toMillis(options.timeout)
   }
 
   readonly usableNow = (): Live | undefined => {
@@ -138,7 +136,6 @@ class Holder implements Outlet {
       channel.raw.on("drain", () => drained.openUnsafe())
       const confirms = yield* Confirms.make(channel, {
         timeout: self.options.timeout,
-        timeoutMillis: self.timeoutMillis,
         onFull: () => drained.closeUnsafe(),
         metrics: self.options.metrics
       })
