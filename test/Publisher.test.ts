@@ -98,6 +98,34 @@ describe("Publisher", () => {
       assert.strictEqual(yield* admin.ready(queue), 0)
     }).pipe(Effect.provide(logs.capture().layer)))
 
+  it.live("a value JSON cannot carry fails with PublishEncodeError, not a defect, and nothing is sent", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("unserializable", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const cycle: Record<string, unknown> = {}
+      cycle["self"] = cycle
+      const Loose = Schema.Struct({ id: Schema.String, data: Schema.Unknown })
+      const bodies: ReadonlyArray<readonly [typeof Loose | typeof Schema.Unknown, unknown]> = [
+        [Loose, { id: "cycle", data: cycle }],
+        [Loose, { id: "bigint", data: 10n }],
+        [Loose, { id: "toJSON", data: { toJSON: () => { throw new Error("no") } } }],
+        [Schema.Unknown, undefined],
+        [Schema.Unknown, () => 1]
+      ]
+      for (const [schema, body] of bodies) {
+        const exit = yield* Effect.exit(Effect.suspend(() => worker.publisher.publish({ routingKey: queue, schema, body: body as never })))
+        assert.strictEqual(errorTag(exit), "PublishEncodeError", `body ${String(body)}`)
+        const error = Exit.findErrorOption(exit)
+        assert.isTrue(error._tag === "Some" && error.value.message.includes("JSON"), `reason: ${String(exit)}`)
+      }
+      // The publisher goes on: the next publish is sent and confirmed.
+      yield* worker.publisher.publish({ routingKey: queue, schema: Loose, body: { id: "fine", data: [1, "a"] } })
+      const messages = yield* admin.drainQueue(queue)
+      assert.deepStrictEqual(messages.map((m) => JSON.parse(m.content.toString())), [{ id: "fine", data: [1, "a"] }])
+    }).pipe(Effect.provide(logs.capture().layer)))
+
   it.live("an unroutable message fails with PublishUnroutable; a nack from the broker with PublishNacked", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin

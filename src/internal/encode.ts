@@ -33,6 +33,23 @@ const make = (schema: Schema.Top): (body: unknown) => Effect.Effect<string, Sche
   if (SchemaAST.toEncoded(schema.ast) !== schema.ast) return Schema.encodeUnknownEffect(codec)
   const full = Schema.encodeUnknownExit(codec as unknown as Schema.Codec<unknown, string>)
   const plain = plainValue(schema)
+  if (plain === undefined) return full
   // A plain value of the type is its own encoding: JSON.stringify is what the codec would end with.
-  return plain === undefined ? full : (body) => plain(body) ? Exit.succeed(JSON.stringify(body)) : full(body)
+  return (body) => {
+    if (!plain(body)) return full(body)
+    const json = stringified(body)
+    // What JSON cannot carry (a bigint, a cycle, a throwing toJSON, a bare
+    // undefined or function) is the codec's to explain: a typed SchemaError.
+    return json === undefined ? full(body) : Exit.succeed(json)
+  }
+}
+
+/** `JSON.stringify`, or undefined where it throws or gives no text. */
+const stringified = (value: unknown): string | undefined => {
+  try {
+    const json: unknown = JSON.stringify(value)
+    return typeof json === "string" ? json : undefined
+  } catch {
+    return undefined
+  }
 }
