@@ -221,14 +221,20 @@ class Tracker implements Confirms {
 }
 
 /**
- * What amqplib would send but the broker cannot take: a non-finite number
- * anywhere in the headers. RabbitMQ answers `Infinity` by closing the whole
- * connection (541 INTERNAL_ERROR), which would redeliver every message in
- * flight and, for a handler that publishes it each time, loop. Also refuses
- * nesting too deep to encode.
+ * What amqplib would send but the broker cannot take, or would send other
+ * than given. RabbitMQ answers a non-finite number anywhere in the headers
+ * (`Infinity`) by closing the whole connection (541 INTERNAL_ERROR), which
+ * would redeliver every message in flight and, for a handler that publishes
+ * it each time, loop. amqplib sends any other object as a table of its own
+ * enumerable fields, so a `Date`, a `Map` or a typed array would arrive as an
+ * empty table (or one of indices): their data lost without a word. Also
+ * refuses nesting too deep to encode.
  */
 const headersProblem = (headers: unknown): string | undefined => {
-  if (typeof headers !== "object" || headers === null) return undefined
+  if (headers === undefined || headers === null) return undefined
+  if (typeof headers !== "object") return `headers are a ${typeof headers}, not an object`
+  const lossy = lossyKind(headers)
+  if (lossy !== undefined) return `headers are a ${lossy}, not a plain object: AMQP would carry none of it`
   for (const key in headers) {
     const problem = valueProblem((headers as Record<string, unknown>)[key], key, 1)
     if (problem !== undefined) return problem
@@ -238,11 +244,31 @@ const headersProblem = (headers: unknown): string | undefined => {
 
 const valueProblem = (value: unknown, path: string, depth: number): string | undefined => {
   if (typeof value === "number") return Number.isFinite(value) ? undefined : `header ${path} is ${value}`
-  if (typeof value !== "object" || value === null || Buffer.isBuffer(value) || value instanceof Date) return undefined
+  if (typeof value !== "object" || value === null || Buffer.isBuffer(value)) return undefined
+  const lossy = lossyKind(value)
+  if (lossy !== undefined) {
+    return `header ${path} is a ${lossy}, which AMQP would carry as a table of its own fields (none of its data): ` +
+      `send a string, a number or a plain object`
+  }
   if (depth > 32) return `header ${path} is nested more than 32 levels deep`
+  // amqplib's typed value, e.g. { "!": "timestamp", value: seconds }: only its number matters here.
+  if (Object.hasOwn(value, "!")) return valueProblem((value as { readonly value?: unknown }).value, path, depth + 1)
   for (const [key, inner] of Object.entries(value)) {
     const problem = valueProblem(inner, `${path}.${key}`, depth + 1)
     if (problem !== undefined) return problem
   }
+  return undefined
+}
+
+/** The built-in objects whose data is not in their own enumerable fields (all amqplib encodes of an object). */
+const lossyKind = (value: object): string | undefined => {
+  if (value instanceof Date) return "Date"
+  if (value instanceof Map) return "Map"
+  if (value instanceof Set) return "Set"
+  if (value instanceof RegExp) return "RegExp"
+  if (value instanceof Error) return "Error"
+  if (value instanceof Promise) return "Promise"
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return "ArrayBuffer"
+  if (ArrayBuffer.isView(value) && !Buffer.isBuffer(value)) return value.constructor.name
   return undefined
 }
