@@ -246,11 +246,17 @@ describe("Poison messages", () => {
         { body: JSON.stringify({ id: "x" }), options: { messageId: "text-plain", contentType: "text/plain", headers: good } },
         { body: JSON.stringify({ id: "x".repeat(200) }), options: { messageId: "too-large", headers: good } },
         { body: JSON.stringify({ id: "x" }), options: { messageId: "bad-header", headers: { tenant: 42 } } },
-        { body: JSON.stringify({ id: "fine" }), options: { messageId: "fine", contentType: "application/json", headers: good } }
+        // {"id":"é"} in Latin-1: as UTF-8 the é would become a replacement character.
+        { body: Buffer.from([...Buffer.from('{"id":"'), 0xe9, ...Buffer.from('"}')]), options: { messageId: "not-utf8", headers: good } },
+        { body: JSON.stringify({ id: "x" }), options: { messageId: "gzip", contentEncoding: "gzip", headers: good } },
+        { body: JSON.stringify({ id: "fine" }), options: { messageId: "fine", contentType: "application/json", headers: good } },
+        // A byte order mark, and a content encoding that only names the charset: both fine.
+        { body: Buffer.from("\uFEFF" + JSON.stringify({ id: "bom-é" })), options: { messageId: "bom", headers: good } },
+        { body: JSON.stringify({ id: "labelled" }), options: { messageId: "labelled", contentEncoding: "UTF-8", headers: good } }
       ])
-      yield* broker.eventually("six parked", admin.ready(`${queue}.dlq`), (n) => n === 6)
-      yield* broker.eventually("the good one handled", Effect.sync(() => handled.length), (n) => n === 1)
-      assert.deepStrictEqual(handled, ["fine@acme"])
+      yield* broker.eventually("eight parked", admin.ready(`${queue}.dlq`), (n) => n === 8)
+      yield* broker.eventually("the good ones handled", Effect.sync(() => handled.length), (n) => n === 3)
+      assert.deepStrictEqual([...handled].sort(), ["bom-é@acme", "fine@acme", "labelled@acme"])
       const parked = yield* admin.drainQueue(`${queue}.dlq`)
       const why = Object.fromEntries(
         parked.map((m) => [m.properties.messageId, [m.properties.headers?.["x-error-tag"], m.properties.headers?.["x-attempts"]]])
@@ -261,14 +267,19 @@ describe("Poison messages", () => {
         "empty": ["InvalidBody", 1],
         "text-plain": ["UnsupportedContentType", 1],
         "too-large": ["BodyTooLarge", 1],
-        "bad-header": ["InvalidHeaders", 1]
+        "bad-header": ["InvalidHeaders", 1],
+        "not-utf8": ["InvalidBody", 1],
+        "gzip": ["UnsupportedContentType", 1]
       })
+      const latin1 = parked.find((m) => m.properties.messageId === "not-utf8")
+      assert.match(String(latin1?.properties.headers?.["x-error-message"]), /not valid UTF-8/)
+      assert.deepStrictEqual(latin1?.content, Buffer.from([...Buffer.from('{"id":"'), 0xe9, ...Buffer.from('"}')]))
       const shape = parked.find((m) => m.properties.messageId === "wrong-shape")
       assert.match(String(shape?.properties.headers?.["x-error-message"]), /Expected string/)
       // The original body is kept as it came.
       assert.strictEqual(shape?.content.toString(), JSON.stringify({ id: 42 }))
       assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
-      assert.strictEqual(captured.matching(/dead-lettered to .*after 1 attempt/).length, 6)
+      assert.strictEqual(captured.matching(/dead-lettered to .*after 1 attempt/).length, 8)
     }).pipe(Effect.provide(captured.layer))
   })
 })

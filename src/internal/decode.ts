@@ -5,6 +5,7 @@
  *
  * @internal
  */
+import { isUtf8 } from "node:buffer"
 import type * as Channel from "../Channel.ts"
 import { Cause, Exit, Schema, SchemaAST } from "effect"
 import { SchemaJITCompiler } from "effect/schema"
@@ -95,6 +96,18 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
         reason: `content type ${contentType}, expected application/json`
       })
     }
+    const contentEncoding = stringOrUndefined(delivery.properties.contentEncoding)
+    if (contentEncoding !== undefined && !isPlainEncoding(contentEncoding)) {
+      return new Outcome.DecodeError({
+        kind: "UnsupportedContentType",
+        reason: `content encoding ${contentEncoding} (compressed or encoded), expected plain UTF-8 JSON`
+      })
+    }
+    // Bytes that are not UTF-8 would be decoded to replacement characters:
+    // the handler would get a body other than the one sent, without a word.
+    if (!isUtf8(content)) {
+      return new Outcome.DecodeError({ kind: "InvalidBody", reason: "the body is not valid UTF-8" })
+    }
     const rawHeaders: Readonly<Record<string, unknown>> = delivery.properties.headers ?? {}
     let headers: H["Type"] = rawHeaders
     if (decodeHeaders !== undefined) {
@@ -104,7 +117,8 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
       }
       headers = decoded.value
     }
-    const body = decodeBody(content.toString("utf8"))
+    // A leading byte order mark is not part of the JSON text (RFC 8259 lets a parser ignore it).
+    const body = decodeBody(content.toString("utf8", hasBom(content) ? 3 : 0))
     if (Exit.isFailure(body)) {
       return new Outcome.DecodeError({ kind: "InvalidBody", reason: causeMessage(body.cause) })
     }
@@ -126,6 +140,14 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
     )
   }
 }
+
+/** No content encoding, or one that only names the charset JSON has anyway (some clients put it there). */
+const isPlainEncoding = (contentEncoding: string) => {
+  const encoding = contentEncoding.trim().toLowerCase()
+  return encoding === "" || encoding === "identity" || encoding === "utf-8" || encoding === "utf8"
+}
+
+const hasBom = (content: Uint8Array) => content.length >= 3 && content[0] === 0xef && content[1] === 0xbb && content[2] === 0xbf
 
 const isJson = (contentType: string) => {
   const type = contentType.split(";")[0]!.trim().toLowerCase()
