@@ -11,7 +11,7 @@
  *   effect-rabbitmq-dlq purge <queue> --yes
  *
  * `<queue>` is the consumer's queue (`tasks`) or its dead-letter queue
- * (`tasks.dlq`). Exit codes: 0 done, 1 the broker refused or could not be
+ * (`tasks.dlq`). `--help` prints the usage. Exit codes: 0 done, 1 the broker refused or could not be
  * reached, 2 the command line is wrong.
  *
  * @since 0.1.0
@@ -153,7 +153,12 @@ const run = (command: Command) =>
   })
 
 const main = Effect.suspend((): Effect.Effect<void, UsageError | Config.ConfigError | DeadLetters.DeadLettersError> => {
-  const command = parse(process.argv.slice(2))
+  const argv = process.argv.slice(2)
+  // Asked for: the usage on stdout, and success.
+  if (argv.some((arg) => arg === "--help" || arg === "-h") || argv[0] === "help") {
+    return Effect.sync(() => process.stdout.write(`${usage}\n`))
+  }
+  const command = parse(argv)
   if (command instanceof UsageError) return Effect.fail(command)
   return Effect.asVoid(run(command))
 })

@@ -163,6 +163,12 @@ describe("DeadLetters", () => {
       assert.strictEqual(bad.code, 2)
       assert.include(bad.stderr, "usage:")
       assert.strictEqual((yield* dlq("purge", queue)).code, 2)
+      // Asked for, the usage is an answer, not an error: stdout, exit 0, nothing done.
+      for (const help of [["--help"], ["-h"], ["help"], ["purge", queue, "--yes", "--help"]]) {
+        const asked = yield* dlq(...help)
+        assert.strictEqual(asked.code, 0, help.join(" "))
+        assert.include(asked.stdout, "usage:")
+      }
       const purged = yield* dlq("purge", queue, "--yes")
       assert.include(purged.stdout, "purged 2 message(s)")
       assert.strictEqual(yield* admin.ready(`${queue}.dlq`), 0)
