@@ -11,8 +11,8 @@
  *   effect-rabbitmq-dlq purge <queue> --yes
  *
  * `<queue>` is the consumer's queue (`tasks`) or its dead-letter queue
- * (`tasks.dlq`). `--help` prints the usage. Exit codes: 0 done, 1 the broker refused or could not be
- * reached, 2 the command line is wrong.
+ * (`tasks.dlq`); `--help` prints the usage. Exit codes: 0 done, 1 the
+ * broker refused or could not be reached, 2 the command line is wrong.
  *
  * @since 0.1.0
  */

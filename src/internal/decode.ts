@@ -1,7 +1,8 @@
 /**
  * From a delivery to what a handler receives: the checks that can stop a
- * message before any handler runs (size, content type, headers, body), all
- * synchronous, so a message that never reaches a handler costs no fiber.
+ * message before any handler runs (size, content type and encoding, UTF-8,
+ * headers, body), all synchronous, so a message that never reaches a
+ * handler costs no fiber.
  *
  * @internal
  */
