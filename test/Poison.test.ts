@@ -252,11 +252,12 @@ describe("Poison messages", () => {
         { body: JSON.stringify({ id: "fine" }), options: { messageId: "fine", contentType: "application/json", headers: good } },
         // A byte order mark, and a content encoding that only names the charset: both fine.
         { body: Buffer.from("\uFEFF" + JSON.stringify({ id: "bom-é" })), options: { messageId: "bom", headers: good } },
-        { body: JSON.stringify({ id: "labelled" }), options: { messageId: "labelled", contentEncoding: "UTF-8", headers: good } }
+        { body: JSON.stringify({ id: "labelled" }), options: { messageId: "labelled", contentEncoding: "UTF-8", headers: good } },
+        { body: JSON.stringify({ id: "ascii" }), options: { messageId: "ascii", contentEncoding: "us-ascii", headers: good } }
       ])
       yield* broker.eventually("eight parked", admin.ready(`${queue}.dlq`), (n) => n === 8)
-      yield* broker.eventually("the good ones handled", Effect.sync(() => handled.length), (n) => n === 3)
-      assert.deepStrictEqual([...handled].sort(), ["bom-é@acme", "fine@acme", "labelled@acme"])
+      yield* broker.eventually("the good ones handled", Effect.sync(() => handled.length), (n) => n === 4)
+      assert.deepStrictEqual([...handled].sort(), ["ascii@acme", "bom-é@acme", "fine@acme", "labelled@acme"])
       const parked = yield* admin.drainQueue(`${queue}.dlq`)
       const why = Object.fromEntries(
         parked.map((m) => [m.properties.messageId, [m.properties.headers?.["x-error-tag"], m.properties.headers?.["x-attempts"]]])

@@ -142,11 +142,14 @@ export const preparer = <S extends BodySchema, H extends BodySchema>(
   }
 }
 
-/** No content encoding, or one that only names the charset JSON has anyway (some clients put it there). */
-const isPlainEncoding = (contentEncoding: string) => {
-  const encoding = contentEncoding.trim().toLowerCase()
-  return encoding === "" || encoding === "identity" || encoding === "utf-8" || encoding === "utf8"
-}
+/**
+ * Encodings that leave the bytes as they are: none, `identity`, MIME's
+ * `7bit`, `8bit` and `binary`, and the charsets UTF-8 text is already in
+ * (some clients put the charset here). The bytes are checked for UTF-8 next.
+ */
+const plainEncodings = new Set(["", "identity", "7bit", "8bit", "binary", "utf-8", "utf8", "us-ascii", "ascii"])
+
+const isPlainEncoding = (contentEncoding: string) => plainEncodings.has(contentEncoding.trim().toLowerCase())
 
 const hasBom = (content: Uint8Array) => content.length >= 3 && content[0] === 0xef && content[1] === 0xbb && content[2] === 0xbf
 
