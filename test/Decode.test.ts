@@ -19,6 +19,8 @@ const Order = Schema.Struct({
   extra: Schema.Unknown
 })
 const Counts = Schema.Record(Schema.String, Schema.Number)
+const DeclaresProto = Schema.Struct({ ["__proto__"]: Schema.optionalKey(Schema.Number), a: Schema.optionalKey(Schema.Number) })
+const Task = Schema.Struct({ id: Schema.String, failAttempts: Schema.optional(Schema.Int) })
 const Tagged = Schema.Union([
   Schema.Struct({ type: Schema.Literal("x"), x: Schema.Number }),
   Schema.Struct({ type: Schema.Literal("y"), y: Schema.String })
@@ -50,7 +52,11 @@ const inputs: ReadonlyArray<string> = [
   JSON.stringify({ type: "x", x: 1, excess: 2 }),
   JSON.stringify({ type: "y", y: "s" }),
   JSON.stringify({ a: 1, b: 2 }),
-  `{"__proto__":1,"a":2}`
+  `{"__proto__":1,"a":2}`,
+  `{"a":2,"b":3}`,
+  JSON.stringify({ id: "t", n: 1, tags: ["a", "b"], ok: true }),
+  JSON.stringify({ id: "t", failAttempts: 1.5, n: 1 }),
+  JSON.stringify({ id: "t", failAttempts: null })
 ]
 
 const same = <S extends Schema.Top & Schema.ConstraintDecoder<unknown>>(schema: S) => {
@@ -75,6 +81,12 @@ describe("Decoding a body", () => {
     assert.deepStrictEqual(Exit.isSuccess(decoded) ? decoded.value : undefined, { a: 1, b: 2 })
   })
   it("a union of objects (which the fast path does not follow) decodes as the full decoder does", () => same(Tagged))
+  it("a schema that declares __proto__ decodes as the full decoder does", () => same(DeclaresProto))
+  it("the example's task: an optional integer, and producers' extra fields stripped", () => {
+    same(Task)
+    const decoded = jsonDecoder(Task)(JSON.stringify({ id: "t", n: 1, tags: ["a"], ok: true, failAttempts: 2 }))
+    assert.deepStrictEqual(Exit.isSuccess(decoded) ? decoded.value : undefined, { id: "t", failAttempts: 2 })
+  })
   it("excess keys are gone from what the handler gets", () => {
     const decoded = jsonDecoder(Order)(JSON.stringify({ ...order, excess: 1, lines: [{ sku: "s", qty: 1, more: 2 }] }))
     assert.isTrue(Exit.isSuccess(decoded))
