@@ -61,7 +61,8 @@ const rowHeight = 26
 const labels: Readonly<Record<string, string>> = {
   amqplib: "amqplib (raw)",
   "amqplib-batched": "amqplib, batched acks",
-  "amqplib-mandatory": "amqplib, mandatory"
+  "amqplib-mandatory": "amqplib, mandatory",
+  "example-worker": "example worker (npm start)"
 }
 const label = (client: string) => labels[client] ?? client
 
@@ -72,7 +73,7 @@ const section = (top: number, title: string, note: string, summary: Summary): { 
   const rows = entries.map(([client, s], i) => {
     const y = top + 40 + i * rowHeight
     const w = Math.max(2, (s.medianMsgsPerSec / max) * barMax)
-    const ours = client === "effect-rabbitmq-worker"
+    const ours = client === "effect-rabbitmq-worker" || client === "example-worker"
     return [
       `<text x="${barLeft - 10}" y="${y + 14}" text-anchor="end" font-weight="${ours ? "bold" : "normal"}">${escape(label(client))}</text>`,
       `<rect x="${barLeft}" y="${y}" width="${w.toFixed(1)}" height="18" fill="${ours ? "#4f46e5" : "#9ca3af"}"/>`,

@@ -4,7 +4,7 @@
  * first message to the last. Run by bench/run.ts.
  *
  *   node bench/client.ts consume <client> <queue> <count> <prefetch>
- *   node bench/client.ts work    <client> <queue> <count> <prefetch>
+ *   node bench/client.ts work    <client> <queue> <count> <prefetch>   (client example-worker: node src/main.ts)
  *   node bench/client.ts publish <client> <queue> <count> <inFlight>
  *
  * - consume: take `count` messages from `queue`, decode, ack.
@@ -14,6 +14,8 @@
  *   confirm), `inFlight` at a time.
  */
 import amqpConnectionManager from "amqp-connection-manager"
+import { execFileSync, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import * as amqp from "amqplib"
 import { Effect, Fiber, Layer, Redacted, References, Schema } from "effect"
 import { Connection as RabbitClient } from "rabbitmq-client"
@@ -31,14 +33,19 @@ const results = `${queue}.done`
 
 let handled = 0
 let firstAt = 0
-let firstCpu: NodeJS.CpuUsage | undefined
+let firstCpu = 0
 let finish!: () => void
 const done = new Promise<void>((resolve) => (finish = resolve))
+/** CPU time (µs) of the process that handles the messages: this one, or the example worker's (see below). */
+let cpuNow = (): number => {
+  const usage = process.cpuUsage()
+  return usage.user + usage.system
+}
 /** Called once per handled message, after its ack was issued. */
 const tick = () => {
   if (handled === 0) {
     firstAt = performance.now()
-    firstCpu = process.cpuUsage()
+    firstCpu = cpuNow()
   }
   if (++handled === count) finish()
 }
@@ -243,6 +250,49 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
     return runWorker(consumer)
   },
 
+  /**
+   * This project's example worker as users run it (`node src/main.ts`, what
+   * `npm start` runs) with `LOG_LEVEL=Warn` and `WORK_MS=0`, in a process of
+   * its own: its results are counted as they reach the result queue (polled
+   * every 5 ms), and its CPU is read from /proc. Its queue is declared with
+   * the worker's own arguments (bench/run.ts), or the worker would stop on
+   * the conflict.
+   */
+  "example-worker": async () => {
+    const worker = spawn(process.execPath, ["src/main.ts"], {
+      env: {
+        ...process.env,
+        AMQP_URL: URL,
+        AMQP_QUEUE: queue,
+        AMQP_RESULT_QUEUE: results,
+        AMQP_PREFETCH: String(prefetch),
+        LOG_LEVEL: "Warn",
+        WORK_MS: "0",
+        HTTP_PORT: process.env["BENCH_HTTP_PORT"] ?? "9464"
+      },
+      stdio: ["ignore", "ignore", "inherit"]
+    })
+    const exited = new Promise((resolve) => worker.on("exit", resolve))
+    const ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+    cpuNow = () => {
+      // utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
+      const fields = readFileSync(`/proc/${worker.pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+      return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticks
+    }
+    const connection = await amqp.connect(URL)
+    const channel = await connection.createChannel()
+    while (handled < count) {
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const { messageCount } = await channel.checkQueue(results)
+      while (handled < Math.min(messageCount, count)) tick()
+    }
+    return async () => {
+      await connection.close()
+      worker.kill("SIGTERM")
+      await exited
+    }
+  },
+
   /** amqp-connection-manager 5: await the wrapper's (confirmed) sendToQueue, then ack. */
   "amqp-connection-manager": async () => {
     const connection = amqpConnectionManager.connect([URL])
@@ -384,12 +434,12 @@ if (start === undefined) {
 const stop = await start()
 await done
 const seconds = (performance.now() - firstAt) / 1000
-const cpu = process.cpuUsage(firstCpu)
+const cpu = cpuNow() - firstCpu
 // Let the last acks go out before closing.
 await new Promise((resolve) => setTimeout(resolve, 100))
 await stop()
 // CPU time of this process per message: what the client itself costs,
 // apart from the broker (which shares the machine).
-const cpuMicrosPerMessage = (cpu.user + cpu.system) / count
+const cpuMicrosPerMessage = cpu / count
 console.log(JSON.stringify({ client, messages: count, seconds, cpuMicrosPerMessage }))
 process.exit(0)

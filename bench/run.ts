@@ -34,6 +34,9 @@ import { fileURLToPath } from "node:url"
 import * as amqp from "amqplib"
 import { Effect, Layer, Redacted, References, Schema, Stream } from "effect"
 import * as Consumer from "../src/Consumer.ts"
+import { queuesOf } from "../src/internal/queues.ts"
+import * as Outcome from "../src/Outcome.ts"
+import * as Topology from "../src/Topology.ts"
 import * as Worker from "../src/Worker.ts"
 import { chart, type Results } from "./chart.ts"
 
@@ -52,7 +55,7 @@ const config = {
   // runs in each position equally often. Ten rounds, because single runs on a
   // shared machine vary by ±15%.
   rounds: quick ? 1 : 10,
-  workRounds: quick ? 1 : 10,
+  workRounds: quick ? 1 : 12,
   publishRounds: quick ? 1 : 5,
   faults: quick ? 3 : 20,
   drains: quick ? 1 : 3,
@@ -68,7 +71,7 @@ const peers = ["amqplib", "effect-rabbitmq-worker", "amqp-connection-manager", "
  */
 const clients = {
   consume: ["amqplib", "amqplib-batched", ...peers.slice(1)],
-  work: ["amqplib", "amqplib-batched", ...peers.slice(1)],
+  work: ["amqplib", "amqplib-batched", ...peers.slice(1), "example-worker"],
   publish: ["amqplib", "amqplib-mandatory", ...peers.slice(1)]
 }
 
@@ -105,11 +108,15 @@ const deleteQueues = (...queues: ReadonlyArray<string>) =>
 
 const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tags: ["a", "b", "c"], ok: true }))
 
-/** A fresh durable queue holding `count` messages (`unique`: each its own task id, as real tasks have). */
-const fill = (queue: string, count: number, unique = false) =>
+/**
+ * A fresh durable queue holding `count` messages (`unique`: each its own task
+ * id, as real tasks have), declared with `args` (the example worker's queue
+ * has its own: it stops on a queue declared otherwise).
+ */
+const fill = (queue: string, count: number, unique = false, args: Record<string, unknown> = {}) =>
   withChannel(async (channel) => {
     await channel.deleteQueue(queue).catch(() => undefined)
-    await channel.assertQueue(queue, { durable: true })
+    await channel.assertQueue(queue, { durable: true, arguments: args })
     for (let i = 0; i < count; i++) {
       const content = unique ? Buffer.from(JSON.stringify({ id: `task-${i}`, n: i, tags: ["a", "b", "c"], ok: true })) : body
       if (!channel.sendToQueue(queue, content, { messageId: String(i), persistent: false })) {
@@ -153,6 +160,15 @@ const brokerCpu: () => number | undefined = (() => {
   }
 })()
 
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
 interface ClientRun {
   readonly seconds: number
   readonly cpuMicrosPerMessage: number
@@ -160,11 +176,14 @@ interface ClientRun {
   readonly brokerCpuMicrosPerMessage: number | undefined
 }
 
-const runClient = (scenario: string, client: string, queue: string, count: number, parameter: number) =>
-  new Promise<ClientRun>((resolve, reject) => {
+const runClient = async (scenario: string, client: string, queue: string, count: number, parameter: number) => {
+  const port = await freePort()
+  return new Promise<ClientRun>((resolve, reject) => {
     const brokerBefore = brokerCpu()
     const child = spawn(process.execPath, ["bench/client.ts", scenario, client, queue, String(count), String(parameter)], {
       cwd: root,
+      // Where the example worker serves its health and metrics.
+      env: { ...process.env, BENCH_HTTP_PORT: String(port) },
       stdio: ["ignore", "pipe", "inherit"]
     })
     let out = ""
@@ -184,6 +203,7 @@ const runClient = (scenario: string, client: string, queue: string, count: numbe
       })
     })
   })
+}
 
 // ---------------------------------------------------------------------------
 // 1. Throughput
@@ -292,14 +312,18 @@ const rotate = async (
 // 1b. The real path: consume, publish a confirmed result, ack
 // ---------------------------------------------------------------------------
 
+/** The arguments the example worker (src/main.ts, default settings) declares its task queue with. */
+const exampleQueueArguments = (queue: string) =>
+  Topology.queueArguments(queuesOf(queue, Outcome.retry({ maxAttempts: 5, delay: "5 seconds" }), { type: "classic" }).queues[0]!)
+
 const realPath = async () => {
   const queue = "bench-work"
   const results = await rotate("work", clients.work, config.workRounds, config.tasks, async (client) => {
-    await fill(queue, config.tasks, true)
+    await fill(queue, config.tasks, true, client === "example-worker" ? exampleQueueArguments(queue) : {})
     await emptyQueue(`${queue}.done`)
     return runClient("work", client, queue, config.tasks, config.prefetch)
   })
-  await deleteQueues(queue, `${queue}.done`, `${queue}.dlq`)
+  await deleteQueues(queue, `${queue}.done`, `${queue}.dlq`, `${queue}.retry`, `${queue}.retry.5000ms`)
   return { tasks: config.tasks, prefetch: config.prefetch, rounds: config.workRounds, ...results }
 }
 
@@ -404,15 +428,6 @@ const queueCounts = (queue: string) => {
   const [, ready, unacked] = line?.split("\t") ?? []
   return { ready: Number(ready ?? 0), unacked: Number(unacked ?? 0) }
 }
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = net.createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 const shutdown = async () => {
   const workMs = 3000
