@@ -54,6 +54,7 @@ const inputs: ReadonlyArray<string> = [
   JSON.stringify({ a: 1, b: 2 }),
   `{"__proto__":1,"a":2}`,
   `{"a":2,"b":3}`,
+  `{"__proto__":1,"a":2,"b":3}`,
   JSON.stringify({ id: "t", n: 1, tags: ["a", "b"], ok: true }),
   JSON.stringify({ id: "t", failAttempts: 1.5, n: 1 }),
   JSON.stringify({ id: "t", failAttempts: null })
