@@ -14,8 +14,7 @@
  *   confirm), `inFlight` at a time.
  */
 import amqpConnectionManager from "amqp-connection-manager"
-import { execFileSync, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { spawn } from "node:child_process"
 import * as amqp from "amqplib"
 import { Effect, Fiber, Layer, Redacted, References, Schema } from "effect"
 import { Connection as RabbitClient } from "rabbitmq-client"
@@ -23,6 +22,7 @@ import * as Consumer from "../src/Consumer.ts"
 import { coalesceWrites } from "../src/internal/connect.ts"
 import * as Publisher from "../src/Publisher.ts"
 import * as Worker from "../src/Worker.ts"
+import { cpuMicros } from "./proc.ts"
 
 const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 const [scenario = "", client = "", queue = "", countText = "", prefetchText = ""] = process.argv.slice(2)
@@ -272,17 +272,14 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
       },
       stdio: ["ignore", "ignore", "inherit"]
     })
-    const exited = new Promise((resolve) => worker.on("exit", resolve))
-    const ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
-    cpuNow = () => {
-      // utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
-      const fields = readFileSync(`/proc/${worker.pid}/stat`, "utf8").split(") ")[1]!.split(" ")
-      return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticks
-    }
+    let exitCode: number | null | undefined
+    const exited = new Promise((resolve) => worker.on("exit", (code) => resolve(exitCode = code)))
+    cpuNow = () => cpuMicros(worker.pid!)
     const connection = await amqp.connect(URL)
     const channel = await connection.createChannel()
     while (handled < count) {
       await new Promise((resolve) => setTimeout(resolve, 5))
+      if (exitCode !== undefined) throw new Error(`the example worker exited (${exitCode}) after ${handled} of ${count} results`)
       const { messageCount } = await channel.checkQueue(results)
       while (handled < Math.min(messageCount, count)) tick()
     }

@@ -39,6 +39,7 @@ import * as Outcome from "../src/Outcome.ts"
 import * as Topology from "../src/Topology.ts"
 import * as Worker from "../src/Worker.ts"
 import { chart, type Results } from "./chart.ts"
+import { cpuMicros } from "./proc.ts"
 
 const quick = process.argv.includes("--quick")
 const only = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",")
@@ -139,21 +140,17 @@ const emptyQueue = (queue: string) =>
  * too, which the clients change (batched acks spare it, `mandatory` adds).
  */
 const brokerCpu: () => number | undefined = (() => {
-  let stat: string | undefined
-  let ticks = 100
+  let pid: number | undefined
   try {
-    const pid = /OS PID: (\d+)/.exec(execFileSync("rabbitmqctl", ["status"], { encoding: "utf8", timeout: 30_000 }))?.[1]
-    stat = pid === undefined ? undefined : `/proc/${pid}/stat`
-    ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100
+    const found = /OS PID: (\d+)/.exec(execFileSync("rabbitmqctl", ["status"], { encoding: "utf8", timeout: 30_000 }))?.[1]
+    pid = found === undefined ? undefined : Number(found)
   } catch {
-    stat = undefined
+    pid = undefined
   }
   return () => {
-    if (stat === undefined) return undefined
+    if (pid === undefined) return undefined
     try {
-      // utime and stime: fields 14 and 15, counted after the command name's closing parenthesis.
-      const fields = readFileSync(stat, "utf8").split(") ")[1]!.split(" ")
-      return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticks
+      return cpuMicros(pid)
     } catch {
       return undefined
     }
