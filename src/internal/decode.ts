@@ -251,7 +251,7 @@ const keysOf = (ast: SchemaAST.AST): Keys | undefined => {
           const proto: unknown = Object.getPrototypeOf(value)
           if (proto !== Object.prototype && proto !== null) return false
           // `for...in` walks the keys without making an array of them; it also
-          // sees inherited enumerable keys (a polluted prototype): those take the full decoder.
+          // sees inherited enumerable keys (a polluted prototype): such a value is copied by `strip`.
           for (const key in value) if (!declared.has(key)) return false
           for (const [name, keys] of nested) {
             const inner = (value as Record<PropertyKey, unknown>)[name]
