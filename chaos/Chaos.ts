@@ -416,6 +416,22 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       60_000,
       500
     ).pipe(Effect.catchDefect(() => broker.queueCounts(queue)))
+    if (final.ready !== 0 || final.unacked !== 0) {
+      // Which channel holds the deliveries, and what its worker was doing.
+      const channels = yield* broker.rabbitmqctl(
+        "list_channels",
+        "connection",
+        "name",
+        "consumer_count",
+        "messages_unacknowledged",
+        "messages_unconfirmed",
+        "prefetch_count"
+      ).pipe(Effect.catchDefect(() => Effect.succeed("(list_channels failed)")))
+      log(`not settled: ${JSON.stringify(final)}; the broker's channels:\n${channels}`)
+      for (const slot of slots) {
+        log(`worker ${slot.index} (${slot.name}), its last log lines:\n${slot.process.output.slice(-40).join("\n")}`)
+      }
+    }
 
     // Stop the workers gracefully: a clean exit is part of the check.
     for (const slot of slots) {
