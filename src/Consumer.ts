@@ -104,8 +104,9 @@ export interface ConsumerOptions<S extends BodySchema, H extends BodySchema, E, 
   readonly concurrency?: number | undefined
   /**
    * How long one handler may run; then it is interrupted and its message
-   * settled as a `HandlerTimeout` failure by the policy. Default: the
-   * worker's `handlerTimeout` (5 minutes).
+   * settled as a `HandlerTimeout` failure by the policy (a handler that
+   * ignores the interruption is abandoned 5 s later, its message settled so
+   * without it). Default: the worker's `handlerTimeout` (5 minutes).
    */
   readonly handlerTimeout?: Duration.Input | undefined
   readonly queueOptions?: QueueOptions | undefined

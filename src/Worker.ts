@@ -26,7 +26,9 @@
  * 3. the deliveries no handler started are requeued (`basic.nack`);
  * 4. running handlers get `shutdownGrace` to finish and are acked (the wait
  *    ends at once if the channel or connection goes: the broker requeued them);
- * 5. handlers still running are interrupted, their messages requeued;
+ * 5. handlers still running are interrupted, their messages requeued (one
+ *    that ignores interruption is abandoned after 5 s: the broker takes its
+ *    message back when the channel closes);
  * 6. pending acks are flushed; the consumers' channels close;
  * 7. the publisher's channel closes (handlers could publish until they were done);
  * 8. the connection closes; {@link runMain} exits 0.

@@ -241,6 +241,42 @@ describe("Faults", () => {
     }).pipe(Effect.provide(captured.layer))
   })
 
+  it.live("a handler that ignores interruption does not hold up the reconnect: abandoned after 5 s, its message redelivered", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("stubborn")
+      const calls: Array<{ id: string; redelivered: boolean }> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handler: (task, message) =>
+          Effect.suspend(() => {
+            calls.push({ id: task.id, redelivered: message.redelivered })
+            // The first attempt waits, uninterruptibly, for something that never comes.
+            return task.id === "stuck" && !message.redelivered ? Effect.uninterruptible(Effect.never) : Effect.void
+          })
+      })
+      const { name, worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["stuck"])
+      yield* broker.eventually("stuck running", Effect.sync(() => calls.length), (n) => n === 1)
+      yield* broker.closeConnectionsNamed(name)
+      yield* admin.publishTasks(queue, ["after"])
+      yield* broker.eventually("reconnected: both handled", Effect.sync(() => calls.length), (n) => n === 3, 20_000)
+      assert.deepStrictEqual(
+        [...calls].sort((a, b) => a.id.localeCompare(b.id) || Number(a.redelivered) - Number(b.redelivered)),
+        [{ id: "after", redelivered: false }, { id: "stuck", redelivered: false }, { id: "stuck", redelivered: true }]
+      )
+      yield* broker.eventually("queue settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.deepStrictEqual(
+        captured.matching(/handler\(s\) still running 5s after being interrupted/).map((l) => l.message),
+        ["1 handler(s) still running 5s after being interrupted (they ignore interruption): abandoned; their messages go back to the queue (message ids: stuck)"]
+      )
+      noChannelErrors(captured)
+    }).pipe(Effect.provide(captured.layer))
+  }, 40_000)
+
   it.live("an in-flight message of a lost connection is redelivered, never settled on the new channel", () => {
     const captured = logs.capture()
     return Effect.gen(function*() {

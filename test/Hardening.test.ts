@@ -191,6 +191,49 @@ describe("Hardening: handlers", () => {
       yield* broker.eventually("later handled", Effect.sync(() => ({ calls, running })), (s) => s.calls.includes("later") && s.running === 0)
     }))
 
+  it.live("a handler that ignores interruption is abandoned 5 s after its timeout: its message is settled by the policy, its place goes to the next message", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("stubborn")
+      const calls: Array<string> = []
+      // Every "stuck" handler ever started, still running: nothing can stop them.
+      let stuckRunning = 0
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handlerTimeout: "300 millis",
+        // One handler at a time: the quick tasks wait for the stuck one's place.
+        concurrency: 1,
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        handler: (task) =>
+          Effect.suspend(() => {
+            calls.push(task.id)
+            if (task.id !== "stuck") return Effect.void
+            stuckRunning++
+            // An uninterruptible wait that never ends (an acquire that hangs, say).
+            return Effect.uninterruptible(Effect.never)
+          })
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["stuck", "quick-1", "quick-2"])
+      // Each attempt: the timeout, then 5 s more; after the second, parked.
+      yield* broker.eventually("stuck parked", admin.ready(`${queue}.dlq`), (n) => n === 1, 30_000)
+      const [parked] = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.strictEqual(parked?.properties.headers?.["x-error-tag"], "HandlerTimeout")
+      assert.strictEqual(parked?.properties.headers?.["x-attempts"], 2)
+      assert.strictEqual(stuckRunning, 2)
+      assert.deepStrictEqual(calls.filter((id) => id !== "stuck").sort(), ["quick-1", "quick-2"])
+      yield* broker.eventually("nothing unacked", broker.queueCounts(queue), (c) => c.unacked === 0 && c.ready === 0)
+      assert.strictEqual(captured.matching(/^the handler of message stuck is still running 5s after its timeout/).length, 2)
+      assert.deepStrictEqual(captured.matching(/PRECONDITION_FAILED|unknown delivery tag/i).map((l) => l.message), [])
+      // The single place is free again: a later message is handled at once.
+      yield* admin.publishTasks(queue, ["later"])
+      yield* broker.eventually("later handled", Effect.sync(() => calls), (c) => c.includes("later"), 5_000)
+    }).pipe(Effect.provide(captured.layer))
+  }, 60_000)
+
   it.live("after the broker cancels the consumer, its in-flight deliveries are void: handlers interrupted, nothing sent for them, no 406", () => {
     const captured = logs.capture()
     return Effect.gen(function*() {

@@ -72,6 +72,32 @@ describe("Shutdown (worker process)", () => {
       assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 5, unacked: 0, consumers: 0 })
     }))
 
+  it.live("a handler that ignores interruption does not hold up the exit: abandoned 5 s after the grace period, its message back in the queue, exit 0", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("hang")
+      const worker = yield* spawnWorker(
+        { AMQP_QUEUE: queue, SHUTDOWN_GRACE_MS: "500" },
+        { script: "test/fixtures/crashing-worker.ts" }
+      )
+      yield* broker.eventually("consuming", Effect.sync(() => worker.output.some((line) => line.includes("consuming from"))), Boolean, 30_000)
+      yield* admin.publish(queue, [{ body: JSON.stringify({ id: "h", hang: true }), options: { messageId: "h" } }])
+      yield* broker.eventually("handling", Effect.sync(() => worker.output), (lines) => lines.includes("handling h attempt 1"))
+      const signalledAt = Date.now()
+      worker.signal("SIGTERM")
+      const code = yield* worker.exit(30_000)
+      const tookMs = Date.now() - signalledAt
+      assert.strictEqual(code, 0, worker.output.join("\n"))
+      // The grace period (0.5 s), then 5 s for the interrupted handler, then closing.
+      assert.isAtLeast(tookMs, 5_000)
+      assert.isBelow(tookMs, 15_000)
+      assert.isTrue(worker.output.some((line) => line.includes("1 handler(s) still running 5s after being interrupted")), worker.output.join("\n"))
+      assert.deepStrictEqual(
+        yield* broker.eventually("given back", broker.queueCounts(queue), (c) => c.ready === 1),
+        { ready: 1, unacked: 0, consumers: 0 }
+      )
+    }), 60_000)
+
   it.live("the broker unreachable at start-up: retries with growing delays, never crashes, never logs the password", () =>
     Effect.gen(function*() {
       const closed = yield* Proxy.make(undefined, { listening: false })

@@ -10,7 +10,7 @@
  *
  * @internal
  */
-import { Context, Effect, type Fiber, References } from "effect"
+import { Context, Duration, Effect, type Fiber, References } from "effect"
 import type * as Channel from "../Channel.ts"
 import * as Outcome from "../Outcome.ts"
 import { stringOrUndefined } from "./decode.ts"
@@ -30,9 +30,22 @@ export class Slot<R = unknown> {
   startedAt = -1
   /** The watchdog interrupted it: its handler ran out of time. */
   timedOut = false
+  /**
+   * Its handler ignored the watchdog's interruption for {@link abandonAfter}:
+   * its message was settled without it, and its fiber, if it ever ends,
+   * ends there (the slot is not used again).
+   */
+  abandoned = false
+  /** Settles the current message as timed out, for an abandoned handler; returns what is left to run (set by the handling). */
+  settleAbandoned!: () => Effect.Effect<void> | undefined
   /** The fiber's context when it started, and the log annotations in it. */
   base!: Context.Context<never>
   annotations!: Readonly<Record<string, unknown>>
+  /** The message id of the delivery its fiber is handling (from the fiber's log annotations). */
+  messageId(): string | undefined {
+    const id = Context.get(this.fiber.context, References.CurrentLogAnnotations)["messageId"]
+    return typeof id === "string" ? id : undefined
+  }
   /** Takes the next delivery and handles it, until none waits. */
   readonly next: Effect.Effect<void, never, R>
   constructor(next: (slot: Slot<R>) => Effect.Effect<void, never, R>) {
@@ -75,6 +88,8 @@ export interface DispatchOptions<R> {
   readonly handle: Handle<R>
   /** Starts a handler fiber (in the subscription's fiber set). */
   readonly start: (work: Effect.Effect<void, never, R>) => unknown
+  /** Takes an abandoned handler's fiber out of the fiber set: nothing waits for it any more. */
+  readonly forget: (fiber: Fiber.Fiber<unknown, unknown>) => void
 }
 
 /**
@@ -121,7 +136,7 @@ export class Dispatch<R> implements State {
 
   /** The next delivery for a handler fiber that is free, unless it should stop. */
   take(slot: Slot<R>): Channel.Delivery | undefined {
-    return this.isStopping || slot.timedOut || this.options.paused() ? undefined : this.waiting.shift()
+    return this.isStopping || slot.timedOut || slot.abandoned || this.options.paused() ? undefined : this.waiting.shift()
   }
 
   /** A fiber starts in a slot: a free one, or a new one. */
@@ -139,6 +154,8 @@ export class Dispatch<R> implements State {
 
   /** A handler fiber found nothing to take and ends; its slot is kept for the next one. */
   finished(slot: Slot<R>): void {
+    // Counted out when it was abandoned.
+    if (slot.abandoned) return
     this.slots.delete(slot)
     this.running--
     // A fiber the watchdog interrupted ends early: another takes over.
@@ -147,6 +164,27 @@ export class Dispatch<R> implements State {
       this.schedulePump()
     }
     this.free.push(slot)
+  }
+
+  /**
+   * Gives up on a handler that ignored the watchdog's interruption: its
+   * message is settled as timed out (by the consumer's policy) and its
+   * place goes to another fiber. Its own fiber is left running; whatever it
+   * does afterwards settles nothing.
+   */
+  abandon(slot: Slot<R>): void {
+    slot.abandoned = true
+    this.slots.delete(slot)
+    this.options.forget(slot.fiber)
+    this.running--
+    const messageId = slot.messageId() ?? "(none)"
+    const rest = slot.settleAbandoned()
+    const log = Effect.logError(
+      `the handler of message ${messageId} is still running ${Duration.format(abandonAfter)} after its timeout ` +
+        `interrupted it (it ignores interruption): abandoned, its message settled as timed out`
+    )
+    this.options.start(rest === undefined ? log : Effect.andThen(log, rest))
+    this.schedulePump()
   }
 
   push(delivery: Channel.Delivery): void {
@@ -216,16 +254,36 @@ const slotWork = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>) => (slo
   return next
 }
 
-/** Interrupts each handler that has run longer than `timeoutMs`; its message is settled as a `HandlerTimeout` failure. */
-export const watchdog = (slots: ReadonlySet<Slot>, timeoutMs: number) => {
+/**
+ * How long an interrupted handler may take to stop. One that takes longer
+ * ignores interruption (an uninterruptible region that does not end, e.g.
+ * an `acquireRelease` whose acquire waits forever): waiting on would hold
+ * its message and its place, and, when the channel goes, the reconnect or
+ * the shutdown, for good.
+ */
+export const abandonAfter = Duration.seconds(5)
+
+/**
+ * Interrupts each handler that has run longer than `timeoutMs`; its message
+ * is settled as a `HandlerTimeout` failure. A handler that is still running
+ * {@link abandonAfter} later is abandoned ({@link Dispatch.abandon}).
+ */
+export const watchdog = <R>(dispatch: Dispatch<R>, timeoutMs: number) => {
   // Checked often enough that a handler overruns by at most a tenth of the timeout (and at most 1 s).
   const every = Math.max(10, Math.min(1000, timeoutMs / 10))
+  const abandonMs = timeoutMs + Duration.toMillis(abandonAfter)
   const check = () => {
     const now = performance.now()
-    for (const slot of slots) {
-      if (slot.startedAt >= 0 && !slot.timedOut && now - slot.startedAt >= timeoutMs) {
-        slot.timedOut = true
-        slot.fiber.interruptUnsafe()
+    for (const slot of dispatch.slots) {
+      if (slot.startedAt < 0) continue
+      const ran = now - slot.startedAt
+      if (!slot.timedOut) {
+        if (ran >= timeoutMs) {
+          slot.timedOut = true
+          slot.fiber.interruptUnsafe()
+        }
+      } else if (ran >= abandonMs) {
+        dispatch.abandon(slot)
       }
     }
   }

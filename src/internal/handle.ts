@@ -50,6 +50,8 @@ class Job {
   readonly attempt: number
   readonly state: State
   readonly startedAt: number
+  /** Settled without its handler, which ignored the watchdog (`Dispatch.abandon`): the handler's end settles nothing. */
+  abandoned = false
   constructor(delivery: Channel.Delivery, attempt: number, state: State, startedAt: number) {
     this.delivery = delivery
     this.attempt = attempt
@@ -76,10 +78,11 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
     let job!: Job
     const succeeded = () => {
       slot.startedAt = -1
-      return finish(env, job, ack)
+      return job.abandoned ? undefined : finish(env, job, ack)
     }
     const failed = (cause: Cause.Cause<E>) => {
       slot.startedAt = -1
+      if (job.abandoned) return undefined
       return finish(env, job, decide(
         env,
         job,
@@ -87,6 +90,11 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
           ? env.timedOut
           : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
       ))
+    }
+    slot.settleAbandoned = () => {
+      slot.startedAt = -1
+      job.abandoned = true
+      return finish(env, job, decide(env, job, env.timedOut))
     }
     // One parameter each: `matchCauseEffect` wraps a continuation of another arity in a closure of its own.
     const untraced = {

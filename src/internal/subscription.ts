@@ -4,7 +4,8 @@
  * handler fibers (./dispatch.ts); at shutdown it drains (./drain.ts).
  *
  * - A watchdog interrupts a handler that runs longer than `handlerTimeout`;
- *   its message is then settled as a `HandlerTimeout` failure.
+ *   its message is then settled as a `HandlerTimeout` failure (without the
+ *   handler, if it ignores the interruption: ./dispatch.ts).
  * - When the broker cancels the subscription (the queue was deleted, or a
  *   4.x quorum queue's `consumer_timeout`), its deliveries are void: the
  *   broker has taken them back, so their handlers are interrupted and
@@ -14,16 +15,19 @@
  *   subscription, requeue the deliveries no handler has started, wait for
  *   the running handlers up to the grace period (not a moment longer once the
  *   channel is gone), then interrupt the rest, whose messages are requeued.
+ * - However it ends, the handlers still running are interrupted and
+ *   awaited, but not one that ignores interruption for longer than
+ *   `abandonAfter`: the next channel, or the exit, does not wait for it.
  *
  * @internal
  */
-import { Data, Deferred, Duration, Effect, Exit, FiberSet, type Scope } from "effect"
+import { Data, Deferred, Duration, Effect, Exit, type Fiber, FiberSet, type Scope } from "effect"
 import type * as Acks from "../Acks.ts"
 import type * as Channel from "../Channel.ts"
 import type { Connection } from "../Connection.ts"
 import * as Outcome from "../Outcome.ts"
 import * as Topology from "../Topology.ts"
-import { Dispatch, type Handle, watchdog } from "./dispatch.ts"
+import { abandonAfter, Dispatch, type Handle, type Slot, watchdog } from "./dispatch.ts"
 import { drain } from "./drain.ts"
 
 export type { Handle, Slot, State } from "./dispatch.ts"
@@ -68,14 +72,15 @@ export const subscribe = <R>(
       countsFailures: Outcome.countsFailedDeliveries(connection.brokerVersion),
       paused: () => !connection.unblocked.isOpen(),
       handle: options.handle,
-      start: yield* FiberSet.runtime(handlers)<R>()
+      start: yield* FiberSet.runtime(handlers)<R>(),
+      forget: (fiber) => backingOf(handlers)?.delete(fiber)
     })
     // Handlers paused by the broker's block go on once it lifts.
     yield* Effect.acquireRelease(
       Effect.sync(() => connection.model.on("unblocked", dispatch.schedulePump)),
       () => Effect.sync(() => connection.model.off("unblocked", dispatch.schedulePump))
     )
-    yield* watchdog(dispatch.slots, Duration.toMillis(options.handlerTimeout))
+    yield* watchdog(dispatch, Duration.toMillis(options.handlerTimeout))
 
     let consumerTag: string | undefined
     // Registered after the handler fibers, so it runs before they are
@@ -84,14 +89,14 @@ export const subscribe = <R>(
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         dispatch.stop()
-        if (dispatch.voided()) return Effect.void
-        return drain(channel, {
+        const drained = dispatch.voided() ? Effect.void : drain(channel, {
           consumerTag,
           unstarted: () => dispatch.waiting.splice(0),
           requeue: (delivery) => acks.nack(delivery, true),
           handlers,
           grace: options.shutdownGrace
         })
+        return Effect.andThen(drained, stopHandlers(handlers, dispatch.slots))
       })
     )
 
@@ -113,6 +118,39 @@ export const subscribe = <R>(
       Effect.tapError(channel.closed, () => Effect.sync(() => dispatch.stop()))
     )
   })
+
+/**
+ * Interrupts the handlers still running and waits for them to stop, up to
+ * {@link abandonAfter}. A handler still running then is abandoned: left
+ * running, no longer awaited (its fiber leaves the set, whose closing would
+ * wait for it), and logged with its message id. Its message is settled by
+ * nobody: the broker takes it back when the channel closes (at shutdown, a
+ * lost channel) or has already (a cancelled subscription); if the handler
+ * ever ends, it finds the subscription stopped and sends nothing.
+ */
+const stopHandlers = (handlers: FiberSet.FiberSet<void, never>, slots: ReadonlySet<Slot>): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const backing = backingOf(handlers)
+    if (backing === undefined || backing.size === 0) return Effect.void
+    for (const fiber of backing) fiber.interruptUnsafe()
+    return FiberSet.awaitEmpty(handlers).pipe(
+      Effect.timeoutOption(abandonAfter),
+      Effect.flatMap((stopped) => {
+        if (stopped._tag === "Some" || backing.size === 0) return Effect.void
+        const count = backing.size
+        const ids = [...slots].filter((slot) => backing.has(slot.fiber)).map((slot) => slot.messageId() ?? "(none)")
+        backing.clear()
+        return Effect.logError(
+          `${count} handler(s) still running ${Duration.format(abandonAfter)} after being interrupted ` +
+            `(they ignore interruption): abandoned; their messages go back to the queue (message ids: ${ids.join(", ")})`
+        )
+      })
+    )
+  })
+
+/** The fibers of an open fiber set (`FiberSet`'s own state), as fibers of any result. */
+const backingOf = (handlers: FiberSet.FiberSet<void, never>): Set<Fiber.Fiber<unknown, unknown>> | undefined =>
+  handlers.state._tag === "Open" ? handlers.state.backing as Set<Fiber.Fiber<unknown, unknown>> : undefined
 
 /** basic.consume: each delivery is recorded as unsettled and waits for a handler. */
 const consume = <R>(
