@@ -155,6 +155,43 @@ describe("Hardening: handlers", () => {
       assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 0, unacked: 0, consumers: 1 })
     }))
 
+  it.live("a handler that returns no Effect (a Promise, undefined) is a defect under the policy; its place is not lost", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("noteffect")
+      const calls: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        // One handler at a time: a lost place would stop the consumer.
+        concurrency: 1,
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        // What a JavaScript caller (or a cast) can pass: an async function, a function returning nothing.
+        handler: ((task: { readonly id: string }) => {
+          calls.push(task.id)
+          if (task.id === "promise") return Promise.resolve()
+          if (task.id === "nothing") return undefined
+          return Effect.void
+        }) as unknown as (task: { readonly id: string }) => Effect.Effect<void>
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["promise", "nothing", "fine"])
+      yield* broker.eventually("both parked", admin.ready(`${queue}.dlq`), (n) => n === 2)
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.deepStrictEqual(
+        parked.map((m) => [m.properties.messageId, m.properties.headers?.["x-error-tag"], m.properties.headers?.["x-error-message"]]).sort(),
+        [
+          ["nothing", "Defect", "the handler returned undefined, not an Effect"],
+          ["promise", "Defect", "the handler returned a Promise (an async function?), not an Effect"]
+        ]
+      )
+      assert.deepStrictEqual(calls.filter((id) => id === "fine"), ["fine"])
+      yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      yield* admin.publishTasks(queue, ["later"])
+      yield* broker.eventually("later handled", Effect.sync(() => calls), (c) => c.includes("later"))
+    }))
+
   it.live("a stuck handler is interrupted at its handlerTimeout and settled as a HandlerTimeout failure; never two handlers for one message", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin

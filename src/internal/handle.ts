@@ -134,17 +134,39 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
   }
 }
 
-/** A handler that throws instead of returning an effect has died: same outcome as a defect. */
+/**
+ * A handler that throws instead of returning an effect, or returns
+ * something else (a `Promise` from an `async` function, `undefined`), has
+ * died: same outcome as a defect. Run as it is, a value that is not an
+ * effect would kill the handler fiber past its outcome rules, leaving the
+ * message unsettled.
+ */
 const callHandler = <S extends BodySchema, H extends BodySchema, E, R>(
   env: Env<S, H, E, R>,
   prepared: Prepared<S["Type"], H["Type"]>
 ): Effect.Effect<unknown, E, R> => {
+  let result: Effect.Effect<unknown, E, R>
   try {
-    return env.handler(prepared.body, prepared.message)
+    result = env.handler(prepared.body, prepared.message)
   } catch (defect) {
     return Effect.die(defect)
   }
+  // Typed as an effect, but JavaScript callers and casts can return anything.
+  return Effect.isEffect(result)
+    ? result
+    : Effect.die(new Error(`the handler returned ${describe(result)}, not an Effect`))
 }
+
+const describe = (value: unknown): string =>
+  value === null
+    ? "null"
+    : value instanceof Promise
+    ? "a Promise (an async function?)"
+    : typeof value === "object"
+    ? "an object"
+    : typeof value === "undefined"
+    ? "undefined"
+    : `a ${typeof value}`
 
 const decide = <S extends BodySchema, H extends BodySchema, E, R>(
   env: Env<S, H, E, R>,
