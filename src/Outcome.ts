@@ -289,21 +289,30 @@ const transient = (error: unknown): Decision => ({
 })
 
 const tagOf = (error: unknown): string => {
-  if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") return error._tag
-  if (error instanceof Error) return error.name
+  try {
+    if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") return error._tag
+    if (error instanceof Error && typeof error.name === "string") return error.name
+  } catch {
+    // A getter that throws: described by its type below.
+  }
   return typeof error
 }
 
 /** The error's message, or its fields when it has none (a `Data.TaggedError` without a message). */
 const messageOf = (error: unknown): string => {
-  if (error instanceof Error && error.message.length > 0) return error.message
-  if (typeof error === "string") return error
-  if (typeof error !== "object" || error === null) return String(error)
-  const { _tag: _, ...fields } = error as Record<string, unknown>
+  // Whatever a handler fails with, settling its message must not throw.
   try {
-    return JSON.stringify(fields)
+    if (error instanceof Error && typeof error.message === "string" && error.message.length > 0) return error.message
+    if (typeof error === "string") return error
+    if (typeof error !== "object" || error === null) return String(error)
+    const { _tag: _, ...fields } = error as Record<string, unknown>
+    try {
+      return JSON.stringify(fields)
+    } catch {
+      return String(error)
+    }
   } catch {
-    return String(error)
+    return "(an error that cannot be described)"
   }
 }
 

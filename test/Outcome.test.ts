@@ -83,6 +83,36 @@ describe("Outcome.decide", () => {
     assert.strictEqual(Outcome.decide(interrupted, "requeue", { attempt: 1, redelivered: true })._tag, "DeadLetter")
   })
 
+  it("any value a handler fails or dies with is described without throwing", () => {
+    // No prototype and a BigInt field: neither JSON nor String can print it.
+    const bare: Record<string, unknown> = Object.create(null)
+    bare["n"] = 1n
+    class Hostile extends Error {
+      override get message(): string {
+        throw new Error("no message for you")
+      }
+    }
+    const getterTag = { get _tag(): string {
+      throw new Error("no tag")
+    } }
+    const cases: ReadonlyArray<[unknown, string, string]> = [
+      [bare, "object", "(an error that cannot be described)"],
+      [new Hostile(), "Error", "(an error that cannot be described)"],
+      [getterTag, "object", "(an error that cannot be described)"],
+      [null, "object", "null"],
+      [42n, "bigint", "42"],
+      [Symbol.for("s"), "symbol", "Symbol(s)"]
+    ]
+    for (const [value, tag, message] of cases) {
+      for (const exit of [Exit.fail(new Outcome.HandlerError({ error: value })), Exit.die(value)]) {
+        const decision = Outcome.decide(exit, "dead-letter", first)
+        const expectedTag = Exit.isFailure(exit) && Cause.hasDies(exit.cause) ? "Defect" : tag
+        assert.deepStrictEqual(decision, { _tag: "DeadLetter", failure: { tag: expectedTag, message, attempts: 1 } })
+      }
+      assert.isString(Outcome.describe(value))
+    }
+  })
+
   it("a handler timeout is a failure tagged HandlerTimeout", () => {
     const timedOut = Exit.fail(new Outcome.HandlerError({ error: new Outcome.HandlerTimeout({ timeout: Duration.seconds(30) }) }))
     const decision = Outcome.decide(timedOut, "dead-letter", { attempt: 2, redelivered: true })
