@@ -98,9 +98,13 @@ export const TransientTypeId: unique symbol = Symbol.for("effect-rabbitmq-worker
  * @since 0.1.0
  */
 export const isTransient = (error: unknown): boolean => {
-  for (let depth = 0; depth < 4 && typeof error === "object" && error !== null; depth++) {
-    if ((error as { readonly [TransientTypeId]?: unknown })[TransientTypeId] === true) return true
-    error = (error as { readonly cause?: unknown }).cause
+  try {
+    for (let depth = 0; depth < 4 && typeof error === "object" && error !== null; depth++) {
+      if ((error as { readonly [TransientTypeId]?: unknown })[TransientTypeId] === true) return true
+      error = (error as { readonly cause?: unknown }).cause
+    }
+  } catch {
+    // A getter that throws: not one of the infrastructure's errors.
   }
   return false
 }

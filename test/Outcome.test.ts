@@ -92,9 +92,14 @@ describe("Outcome.decide", () => {
         throw new Error("no message for you")
       }
     }
-    const getterTag = { get _tag(): string {
-      throw new Error("no tag")
-    } }
+    const getterTag = {
+      get _tag(): string {
+        throw new Error("no tag")
+      },
+      get cause(): unknown {
+        throw new Error("no cause")
+      }
+    }
     const cases: ReadonlyArray<[unknown, string, string]> = [
       [bare, "object", "(an error that cannot be described)"],
       [new Hostile(), "Error", "(an error that cannot be described)"],
