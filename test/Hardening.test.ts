@@ -4,7 +4,7 @@
  * and the messages are counted.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Redacted, Schema, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Logger, Redacted, Schema, Scope, Tracer } from "effect"
 import * as net from "node:net"
 import * as Connection from "../src/Connection.ts"
 import * as Consumer from "../src/Consumer.ts"
@@ -191,6 +191,79 @@ describe("Hardening: handlers", () => {
       yield* admin.publishTasks(queue, ["later"])
       yield* broker.eventually("later handled", Effect.sync(() => calls), (c) => c.includes("later"))
     }))
+
+  it.live("an application logger that throws does not cost a handler its place: the consumer goes on", () => {
+    const captured = logs.capture()
+    // Throws on the line written when a failed message is retried, after it was settled.
+    const throwing = Logger.make((options) => {
+      if (String(options.message).includes("will be retried")) throw new Error("the log stream is closed")
+    })
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("badlogger")
+      const calls: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        // One handler at a time: a lost place would stop the consumer.
+        concurrency: 1,
+        onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
+        handler: (task, message) =>
+          Effect.suspend(() => {
+            calls.push(`${task.id}#${message.attempt}`)
+            return task.id === "fails-once" && message.attempt === 1 ? Effect.fail("not yet") : Effect.void
+          })
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["fails-once", "a", "b"])
+      yield* broker.eventually("all handled", Effect.sync(() => [...calls].sort()), (c) => c.length === 4, 15_000)
+      assert.deepStrictEqual([...calls].sort(), ["a#1", "b#1", "fails-once#1", "fails-once#2"])
+      yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.strictEqual(yield* admin.ready(`${queue}.dlq`), 0)
+      assert.strictEqual(
+        captured.matching(/^the handling of message fails-once failed outside its outcome rules .*, after it was settled$/).length,
+        1
+      )
+      // Settled already: no reason to give up the channel.
+      assert.deepStrictEqual(captured.matching(/^consumer of .* stopped/).map((l) => l.message), [])
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Logger.layer([captured.logger, throwing]))))
+  })
+
+  it.live("a tracer that throws before a handler runs: the message is not lost, the channel is reopened and it is redelivered", () => {
+    const captured = logs.capture()
+    const native = Tracer.Tracer.defaultValue()
+    let thrown = 0
+    const tracer = Tracer.make({
+      span(options) {
+        // The first message's consumer span only.
+        if (options.name.endsWith(" process") && thrown++ === 0) throw new Error("the tracer broke")
+        return native.span(options)
+      }
+    })
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("badtracer")
+      const calls: Array<{ id: string; redelivered: boolean }> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        handler: (task, message) => Effect.sync(() => calls.push({ id: task.id, redelivered: message.redelivered }))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["first"])
+      yield* broker.eventually("handled", Effect.sync(() => calls), (c) => c.length === 1, 15_000)
+      // It never ran the first time: the broker redelivered it on the new channel.
+      assert.deepStrictEqual(calls, [{ id: "first", redelivered: true }])
+      yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.strictEqual(
+        captured.matching(/^the handling of message first failed outside its outcome rules .*: it is not settled; the channel is reopened/).length,
+        1
+      )
+      assert.strictEqual(captured.matching(/^consumer of .* stopped \(HandlingFailed/).length, 1)
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Layer.succeed(Tracer.Tracer, tracer))))
+  })
 
   it.live("a stuck handler is interrupted at its handlerTimeout and settled as a HandlerTimeout failure; never two handlers for one message", () =>
     Effect.gen(function*() {

@@ -10,7 +10,7 @@
  *
  * @internal
  */
-import { Context, Duration, Effect, type Fiber, References } from "effect"
+import { Cause, Context, Duration, Effect, type Fiber, References } from "effect"
 import type * as Channel from "../Channel.ts"
 import * as Outcome from "../Outcome.ts"
 import { stringOrUndefined } from "./decode.ts"
@@ -38,6 +38,8 @@ export class Slot<R = unknown> {
   abandoned = false
   /** Settles the current message as timed out, for an abandoned handler; returns what is left to run (set by the handling). */
   settleAbandoned!: () => Effect.Effect<void> | undefined
+  /** Whether the current message has not been settled yet (set by the handling). */
+  unsettled!: () => boolean
   /** The fiber's context when it started, and the log annotations in it. */
   base!: Context.Context<never>
   annotations!: Readonly<Record<string, unknown>>
@@ -48,8 +50,14 @@ export class Slot<R = unknown> {
   }
   /** Takes the next delivery and handles it, until none waits. */
   readonly next: Effect.Effect<void, never, R>
-  constructor(next: (slot: Slot<R>) => Effect.Effect<void, never, R>) {
+  /** `next`, for a fiber to run: its death outside the outcome rules goes to `onDeath`. */
+  readonly guarded: Effect.Effect<void, never, R>
+  constructor(
+    next: (slot: Slot<R>) => Effect.Effect<void, never, R>,
+    onDeath: (slot: Slot<R>, cause: Cause.Cause<never>) => Effect.Effect<void>
+  ) {
     this.next = next(this)
+    this.guarded = Effect.catchCause(this.next, (cause) => onDeath(this, cause))
   }
 }
 
@@ -88,6 +96,11 @@ export interface DispatchOptions<R> {
   readonly handle: Handle<R>
   /** Starts a handler fiber (in the subscription's fiber set). */
   readonly start: (work: Effect.Effect<void, never, R>) => unknown
+  /**
+   * A handler fiber died with its message unsettled: the subscription
+   * ends, and its channel with it, so that the broker takes the message back.
+   */
+  readonly broken: (cause: Cause.Cause<never>) => void
   /** Takes an abandoned handler's fiber out of the fiber set: nothing waits for it any more. */
   readonly forget: (fiber: Fiber.Fiber<unknown, unknown>) => void
 }
@@ -141,7 +154,7 @@ export class Dispatch<R> implements State {
 
   /** A fiber starts in a slot: a free one, or a new one. */
   occupy(fiber: Fiber.Fiber<unknown, unknown>, restore: Slot<R>["restore"]): Slot<R> {
-    const slot = this.free.pop() ?? new Slot<R>(this.slotWork)
+    const slot = this.free.pop() ?? new Slot<R>(this.slotWork, this.died)
     slot.fiber = fiber
     slot.restore = restore
     if (slot.base !== fiber.context) {
@@ -164,6 +177,30 @@ export class Dispatch<R> implements State {
       this.schedulePump()
     }
     this.free.push(slot)
+  }
+
+  /**
+   * A handler fiber died outside the outcome rules: a bug of this library,
+   * or a logger or tracer of the application's that throws. Its place goes
+   * to another fiber; a message it left unsettled cannot be settled by
+   * rules that just failed, so the subscription ends (`broken`) and the
+   * broker takes the message back with the channel (a new one comes after
+   * the consumer's backoff, so a fault that recurs cannot loop hot).
+   */
+  private readonly died = (slot: Slot<R>, cause: Cause.Cause<never>): Effect.Effect<void> => {
+    // An interruption is the subscription's own ending, not a death.
+    if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+    const unsettled = slot.unsettled()
+    const messageId = slot.messageId() ?? "(none)"
+    slot.startedAt = -1
+    this.finished(slot)
+    this.schedulePump()
+    if (unsettled) this.options.broken(cause)
+    return Effect.logError(
+      `the handling of message ${messageId} failed outside its outcome rules (a bug, or a logger or tracer that throws)` +
+        (unsettled ? ": it is not settled; the channel is reopened, the broker redelivers it" : ", after it was settled"),
+      cause
+    ).pipe(Effect.catchCause(() => Effect.void))
   }
 
   /**
@@ -221,7 +258,7 @@ export class Dispatch<R> implements State {
  * wait. It is made uninterruptible once (handlers run in `restore`).
  */
 const handlerFiber = <R>(dispatch: Dispatch<R>): Effect.Effect<void, never, R> =>
-  Effect.uninterruptibleMask((restore) => Effect.withFiber((fiber) => dispatch.occupy(fiber, restore).next))
+  Effect.uninterruptibleMask((restore) => Effect.withFiber((fiber) => dispatch.occupy(fiber, restore).guarded))
 
 /**
  * What a slot runs for each message: take a delivery and handle it. Each

@@ -52,6 +52,8 @@ class Job {
   readonly startedAt: number
   /** Settled without its handler, which ignored the watchdog (`Dispatch.abandon`): the handler's end settles nothing. */
   abandoned = false
+  /** Its outcome was carried out (or there was nothing to send). */
+  settled = false
   constructor(delivery: Channel.Delivery, attempt: number, state: State, startedAt: number) {
     this.delivery = delivery
     this.attempt = attempt
@@ -91,6 +93,7 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
           : Exit.failCause(Cause.map(cause, (error) => new Outcome.HandlerError({ error })))
       ))
     }
+    slot.unsettled = () => job !== undefined && !job.settled
     slot.settleAbandoned = () => {
       slot.startedAt = -1
       job.abandoned = true
@@ -185,8 +188,12 @@ const finish = <S extends BodySchema, H extends BodySchema, E, R>(
   job: Job,
   decision: Outcome.Decision
 ): Effect.Effect<void> | undefined => {
-  if (job.state.voided()) return report(env, { outcome: undefined, log: voidLog }, job.startedAt)
+  if (job.state.voided()) {
+    job.settled = true
+    return report(env, { outcome: undefined, log: voidLog }, job.startedAt)
+  }
   const settled = env.settle(job.delivery, decision)
+  job.settled = true
   return Effect.isEffect(settled)
     ? Effect.flatMap(settled, (s) => report(env, s, job.startedAt) ?? Effect.void)
     : report(env, settled, job.startedAt)

@@ -41,6 +41,16 @@ export class ConsumerCancelled extends Data.TaggedError("ConsumerCancelled")<{ r
   }
 }
 
+/**
+ * A message's handling failed outside its outcome rules and left it
+ * unsettled: the channel goes, so that the broker takes it back.
+ */
+export class HandlingFailed extends Data.TaggedError("HandlingFailed")<{ readonly queue: string }> {
+  override get message() {
+    return `a message of ${this.queue} could not be settled (its handling failed outside the outcome rules)`
+  }
+}
+
 export interface SubscriptionOptions<R> {
   readonly queue: string
   readonly connection: Connection
@@ -61,10 +71,15 @@ export interface SubscriptionOptions<R> {
  */
 export const subscribe = <R>(
   options: SubscriptionOptions<R>
-): Effect.Effect<never, ConsumerCancelled | Channel.ChannelClosed | Channel.ChannelError | Topology.TopologyConflict, R | Scope.Scope> =>
+): Effect.Effect<
+  never,
+  ConsumerCancelled | HandlingFailed | Channel.ChannelClosed | Channel.ChannelError | Topology.TopologyConflict,
+  R | Scope.Scope
+> =>
   Effect.gen(function*() {
     const { acks, channel, connection, queue } = options
     const handlers = yield* FiberSet.make<void, never>()
+    const broken = yield* Deferred.make<void>()
     const dispatch = new Dispatch<R>({
       queue,
       concurrency: options.concurrency,
@@ -73,7 +88,8 @@ export const subscribe = <R>(
       paused: () => !connection.unblocked.isOpen(),
       handle: options.handle,
       start: yield* FiberSet.runtime(handlers)<R>(),
-      forget: (fiber) => backingOf(handlers)?.delete(fiber)
+      forget: (fiber) => backingOf(handlers)?.delete(fiber),
+      broken: () => Deferred.doneUnsafe(broken, Exit.void)
     })
     // Handlers paused by the broker's block go on once it lifts.
     yield* Effect.acquireRelease(
@@ -114,8 +130,12 @@ export const subscribe = <R>(
         })),
         Effect.andThen(Effect.fail(new ConsumerCancelled({ queue })))
       ),
-      // Handlers still running find the channel gone when they settle: nothing is sent.
-      Effect.tapError(channel.closed, () => Effect.sync(() => dispatch.stop()))
+      Effect.raceFirst(
+        // Handlers still running find the channel gone when they settle: nothing is sent.
+        Effect.tapError(channel.closed, () => Effect.sync(() => dispatch.stop())),
+        // The handlers still running settle their messages in the drain, before the channel goes.
+        Effect.andThen(Deferred.await(broken), Effect.fail(new HandlingFailed({ queue })))
+      )
     )
   })
 

@@ -28,6 +28,8 @@ export const capture = () => {
   return {
     lines,
     layer,
+    /** The capturing logger alone, to combine with others. */
+    logger,
     matching: (pattern: RegExp) => lines.filter((line) => pattern.test(line.message))
   }
 }
