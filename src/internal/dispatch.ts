@@ -215,13 +215,21 @@ export class Dispatch<R> implements State {
     this.options.forget(slot.fiber)
     this.running--
     const messageId = slot.messageId() ?? "(none)"
-    const rest = slot.settleAbandoned()
+    this.schedulePump()
+    let rest: Effect.Effect<void> | undefined
+    try {
+      rest = slot.settleAbandoned()
+    } catch (defect) {
+      // Not settled: as for a handler fiber's death (`died`), the channel goes.
+      this.options.broken(Cause.die(defect))
+      this.options.start(Effect.logError(`the message ${messageId} of an abandoned handler could not be settled`, defect))
+      return
+    }
     const log = Effect.logError(
       `the handler of message ${messageId} is still running ${Duration.format(abandonAfter)} after its timeout ` +
         `interrupted it (it ignores interruption): abandoned, its message settled as timed out`
     )
     this.options.start(rest === undefined ? log : Effect.andThen(log, rest))
-    this.schedulePump()
   }
 
   push(delivery: Channel.Delivery): void {
