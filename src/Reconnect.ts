@@ -147,7 +147,8 @@ export const loop = <E, R, F extends E = never>(
       // The schedule never completes (exponential and spaced recur forever).
       // A step is [output, delay]: the delay is the jittered one.
       const [, delay] = yield* Effect.orDie(step(now, undefined))
-      if (options.onRetry) yield* options.onRetry({ attempt, delay, cause: exit.cause })
+      // A logger of the application's that throws must not end the reconnecting.
+      if (options.onRetry) yield* Effect.catchDefect(options.onRetry({ attempt, delay, cause: exit.cause }), () => Effect.void)
       yield* Effect.sleep(delay)
     }
   })

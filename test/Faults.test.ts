@@ -6,7 +6,7 @@
  * handled, and the queue ends with nothing ready and nothing unacked.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Layer, Logger, Schema } from "effect"
 import * as Consumer from "../src/Consumer.ts"
 import * as broker from "./support/broker.ts"
 import * as logs from "./support/logs.ts"
@@ -239,6 +239,26 @@ describe("Faults", () => {
       const retries = captured.matching(/^consumer of .* stopped .*; opening a new channel in \d+ ms \(attempt \d+\)/)
       assert.isAtLeast(retries.length, 2)
     }).pipe(Effect.provide(captured.layer))
+  })
+
+  it.live("an application logger that throws on the reconnect's log line does not stop the reconnecting", () => {
+    const captured = logs.capture()
+    const throwing = Logger.make((options) => {
+      if (/reconnecting in \d+ ms/.test(String(options.message))) throw new Error("the log stream is closed")
+    })
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("badlogger-reconnect")
+      const { consumer, handled } = recorder(queue)
+      const { name, worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* broker.closeConnectionsNamed(name)
+      yield* broker.eventually("reconnected", broker.connectionsNamed(name), (pids) => pids.length === 1, 20_000)
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["after"])
+      yield* broker.eventually("handled", Effect.sync(() => handled), (h) => h.includes("after"), 20_000)
+      assert.strictEqual((yield* worker.status).connection, "connected")
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Logger.layer([captured.logger, throwing]))))
   })
 
   it.live("a handler that ignores interruption does not hold up the reconnect: abandoned after 5 s, its message redelivered", () => {
