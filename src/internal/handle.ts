@@ -50,9 +50,11 @@ class Job {
   readonly attempt: number
   readonly state: State
   readonly startedAt: number
-  /** Settled without its handler, which ignored the watchdog (`Dispatch.abandon`): the handler's end settles nothing. */
-  abandoned = false
-  /** Its outcome was carried out (or there was nothing to send). */
+  /**
+   * Its outcome was carried out (or there was nothing to send). Set before
+   * its handler ends only when the handler was abandoned (`Dispatch.abandon`):
+   * the handler's end then settles nothing.
+   */
   settled = false
   constructor(delivery: Channel.Delivery, attempt: number, state: State, startedAt: number) {
     this.delivery = delivery
@@ -80,11 +82,11 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
     let job!: Job
     const succeeded = () => {
       slot.startedAt = -1
-      return job.abandoned ? undefined : finish(env, job, ack)
+      return job.settled ? undefined : finish(env, job, ack)
     }
     const failed = (cause: Cause.Cause<E>) => {
       slot.startedAt = -1
-      if (job.abandoned) return undefined
+      if (job.settled) return undefined
       return finish(env, job, decide(
         env,
         job,
@@ -96,7 +98,6 @@ export const handler = <S extends BodySchema, H extends BodySchema, E, R>(
     slot.unsettled = () => job !== undefined && !job.settled
     slot.settleAbandoned = () => {
       slot.startedAt = -1
-      job.abandoned = true
       return finish(env, job, decide(env, job, env.timedOut))
     }
     // One parameter each: `matchCauseEffect` wraps a continuation of another arity in a closure of its own.
