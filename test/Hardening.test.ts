@@ -265,6 +265,60 @@ describe("Hardening: handlers", () => {
     }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Layer.succeed(Tracer.Tracer, tracer))))
   })
 
+  it.live("a channel closed after a failed handling gives the other handlers the grace period, and its warning says why it drained, not 'shutdown'", () => {
+    const captured = logs.capture()
+    const native = Tracer.Tracer.defaultValue()
+    const tracer = Tracer.make({
+      span(options) {
+        // The consumer span of the message "breaks", the first time only.
+        if (options.name.endsWith(" process") && broken === 0 && breakNext) {
+          broken++
+          throw new Error("the tracer broke")
+        }
+        return native.span(options)
+      }
+    })
+    let broken = 0
+    let breakNext = false
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("draincause")
+      const started = yield* Deferred.make<void>()
+      const calls: Array<{ id: string; redelivered: boolean }> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        concurrency: 2,
+        handler: (task, message) =>
+          Effect.gen(function*() {
+            calls.push({ id: task.id, redelivered: message.redelivered })
+            // The slow task outlasts the grace period, the first time.
+            if (task.id === "slow" && !message.redelivered) {
+              yield* Deferred.succeed(started, undefined)
+              yield* Effect.sleep("30 seconds")
+            }
+          })
+      })
+      const { worker } = yield* startWorker([consumer], { shutdownGrace: "300 millis" })
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["slow"])
+      yield* Deferred.await(started)
+      breakNext = true
+      yield* admin.publishTasks(queue, ["breaks"])
+      yield* broker.eventually("both handled again", Effect.sync(() => calls), (c) => c.filter((call) => call.redelivered).length === 2, 15_000)
+      yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.strictEqual(broken, 1)
+      assert.deepStrictEqual(calls.map((c) => c.id).sort(), ["breaks", "slow", "slow"])
+      assert.strictEqual(
+        captured.matching(
+          /^closing the channel of .* \(a message of .* could not be settled .*\): the grace period of 300ms is over: interrupting the handlers still running/
+        ).length,
+        1
+      )
+      assert.strictEqual(captured.matching(/^shutdown/).length, 0)
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Layer.succeed(Tracer.Tracer, tracer))))
+  })
+
   it.live("a stuck handler is interrupted at its handlerTimeout and settled as a HandlerTimeout failure; never two handlers for one message", () =>
     Effect.gen(function*() {
       const admin = yield* broker.admin

@@ -68,7 +68,7 @@ describe("Shutdown (worker process)", () => {
       // It did not wait for the 20 s handlers.
       assert.isBelow(tookMs, 10_000)
       assert.deepStrictEqual(handledIds(worker.logs), [])
-      assert.isTrue(worker.logs.some((l) => /grace period of .* is over/.test(messageText(l))))
+      assert.isTrue(worker.logs.some((l) => /^shutdown: the grace period of .* is over/.test(messageText(l))))
       assert.deepStrictEqual(yield* broker.queueCounts(queue), { ready: 5, unacked: 0, consumers: 0 })
     }))
 

@@ -1,5 +1,6 @@
 /**
- * The drain of one subscription at shutdown: cancel the subscription,
+ * The drain of one subscription before its channel closes (at shutdown, or
+ * after a message's handling failed outside its outcome rules): cancel the subscription,
  * requeue the deliveries no handler has started, wait for the running
  * handlers up to the grace period (not a moment longer once the channel is
  * gone). Handlers still running afterwards are interrupted when their fiber
@@ -16,6 +17,8 @@ export interface DrainOptions {
   readonly requeue: (delivery: Channel.Delivery) => boolean
   readonly handlers: FiberSet.FiberSet<void, never>
   readonly grace: Duration.Input
+  /** Why the subscription drains, for the log: "shutdown", or what failed. */
+  readonly why: string
 }
 
 /** Ends when the handlers are done, the channel is gone (the broker then requeues their messages), or the grace is over. */
@@ -39,7 +42,7 @@ export const drain = (channel: Channel.Channel, options: DrainOptions): Effect.E
     )
     if (drained._tag === "None") {
       yield* Effect.logWarning(
-        `shutdown grace period of ${Duration.format(Duration.fromInputUnsafe(options.grace))} is over: ` +
+        `${options.why}: the grace period of ${Duration.format(Duration.fromInputUnsafe(options.grace))} is over: ` +
           `interrupting the handlers still running; their messages go back to the queue`
       )
     } else if (drained.value === "channel closed") {

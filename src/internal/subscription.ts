@@ -21,7 +21,7 @@
  *
  * @internal
  */
-import { Data, Deferred, Duration, Effect, Exit, type Fiber, FiberSet, type Scope } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Exit, type Fiber, FiberSet, type Scope } from "effect"
 import type * as Acks from "../Acks.ts"
 import type * as Channel from "../Channel.ts"
 import type { Connection } from "../Connection.ts"
@@ -102,7 +102,7 @@ export const subscribe = <R>(
     // Registered after the handler fibers, so it runs before they are
     // interrupted and before the channel closes: the drain still has a
     // channel to settle on.
-    yield* Effect.addFinalizer(() =>
+    yield* Effect.addFinalizer((exit) =>
       Effect.suspend(() => {
         dispatch.stop()
         const drained = dispatch.voided() ? Effect.void : drain(channel, {
@@ -110,7 +110,8 @@ export const subscribe = <R>(
           unstarted: () => dispatch.waiting.splice(0),
           requeue: (delivery) => acks.nack(delivery, true),
           handlers,
-          grace: options.shutdownGrace
+          grace: options.shutdownGrace,
+          why: drainReason(queue, exit)
         })
         return Effect.andThen(drained, stopHandlers(handlers, dispatch.slots))
       })
@@ -167,6 +168,13 @@ const stopHandlers = (handlers: FiberSet.FiberSet<void, never>, slots: ReadonlyS
       })
     )
   })
+
+/** Why a subscription drains: shutdown (an interruption), or the failure that ends its channel (a lost channel does not drain). */
+const drainReason = (queue: string, exit: Exit.Exit<unknown, unknown>): string => {
+  if (exit._tag === "Success" || Cause.hasInterruptsOnly(exit.cause)) return "shutdown"
+  const error = Cause.squash(exit.cause)
+  return `closing the channel of ${queue} (${error instanceof Error ? error.message : String(error)})`
+}
 
 /** The fibers of an open fiber set (`FiberSet`'s own state), as fibers of any result. */
 const backingOf = (handlers: FiberSet.FiberSet<void, never>): Set<Fiber.Fiber<unknown, unknown>> | undefined =>
