@@ -63,6 +63,7 @@ import * as Reconnect from "./Reconnect.ts"
 import * as Session from "./Session.ts"
 import * as Status from "./Status.ts"
 import * as Topology from "./Topology.ts"
+import { withSafeLoggers } from "./internal/loggers.ts"
 
 /**
  * @category models
@@ -199,7 +200,10 @@ export const make = <R>(
       ),
       join: Fiber.join(fiber)
     })
-  })
+  }).pipe(
+    // A log sink that throws must not stop the worker's work (internal/loggers.ts).
+    withSafeLoggers
+  )
 
 /** Every option of the worker and its consumers checked, and their topologies merged, before anything connects. */
 const validate = <R>(options: WorkerOptions, consumers: ReadonlyArray<Consumer.Consumer<R>>) => {

@@ -192,13 +192,23 @@ describe("Hardening: handlers", () => {
       yield* broker.eventually("later handled", Effect.sync(() => calls), (c) => c.includes("later"))
     }))
 
-  it.live("an application logger that throws does not cost a handler its place: the consumer goes on", () => {
+  it.live("an application logger that throws on every line: handlers, settling and retries go on; no message fails for it; said once on stderr", () => {
     const captured = logs.capture()
-    // Throws on the line written when a failed message is retried, after it was settled.
-    const throwing = Logger.make((options) => {
-      if (String(options.message).includes("will be retried")) throw new Error("the log stream is closed")
+    const throwing = Logger.make(() => {
+      throw new Error("the log stream is closed")
     })
+    const stderr: Array<string> = []
     return Effect.gen(function*() {
+      const write = process.stderr.write
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          process.stderr.write = ((chunk: string | Uint8Array) => {
+            stderr.push(String(chunk))
+            return true
+          }) as typeof process.stderr.write
+        }),
+        () => Effect.sync(() => (process.stderr.write = write))
+      )
       const admin = yield* broker.admin
       const queue = yield* admin.queue("badlogger")
       const calls: Array<string> = []
@@ -209,9 +219,11 @@ describe("Hardening: handlers", () => {
         concurrency: 1,
         onFailure: Outcome.retry({ maxAttempts: 2, delay: "100 millis" }),
         handler: (task, message) =>
-          Effect.suspend(() => {
+          Effect.gen(function*() {
             calls.push(`${task.id}#${message.attempt}`)
-            return task.id === "fails-once" && message.attempt === 1 ? Effect.fail("not yet") : Effect.void
+            // The handler's own line: a broken sink must not make it a defect.
+            yield* Effect.logInfo(`handling ${task.id}`)
+            if (task.id === "fails-once" && message.attempt === 1) return yield* Effect.fail("not yet")
           })
       })
       const { worker } = yield* startWorker([consumer])
@@ -221,12 +233,92 @@ describe("Hardening: handlers", () => {
       assert.deepStrictEqual([...calls].sort(), ["a#1", "b#1", "fails-once#1", "fails-once#2"])
       yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
       assert.strictEqual(yield* admin.ready(`${queue}.dlq`), 0)
+      // The other logger got every line, the handler's included.
+      assert.strictEqual(captured.matching(/^handling (a|b|fails-once)$/).length, 4)
+      assert.strictEqual(captured.matching(/will be retried/).length, 1)
+      assert.deepStrictEqual(captured.matching(/outside its outcome rules|stopped/).map((l) => l.message), [])
+      assert.deepStrictEqual(stderr.filter((line) => line.startsWith("a logger threw")), [
+        "a logger threw (Error: the log stream is closed); the worker goes on, without that logger's failed lines\n"
+      ])
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Logger.layer([captured.logger, throwing]))))
+  })
+
+  it.live("a tracer whose span fails to end, after the message was settled: the handler's place is not lost, the consumer goes on", () => {
+    const captured = logs.capture()
+    const native = Tracer.Tracer.defaultValue()
+    let thrown = 0
+    const tracer = Tracer.make({
+      span(options) {
+        const span = native.span(options)
+        // The first consumer span only: it ends after its message was settled.
+        if (!options.name.endsWith(" process") || thrown > 0) return span
+        const failing: Tracer.Span = Object.create(span)
+        Object.defineProperty(failing, "end", {
+          value: (endTime: bigint, exit: Exit.Exit<unknown, unknown>) => {
+            span.end(endTime, exit)
+            thrown++
+            throw new Error("the tracer broke")
+          }
+        })
+        return failing
+      }
+    })
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("badspanend")
+      const calls: Array<string> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        // One handler at a time: a lost place would stop the consumer.
+        concurrency: 1,
+        handler: (task) => Effect.sync(() => calls.push(task.id))
+      })
+      const { worker } = yield* startWorker([consumer])
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, ["first", "a", "b"])
+      yield* broker.eventually("all handled", Effect.sync(() => [...calls].sort()), (c) => c.length === 3, 15_000)
+      assert.deepStrictEqual([...calls].sort(), ["a", "b", "first"])
+      yield* broker.eventually("settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0)
+      assert.strictEqual(thrown, 1)
       assert.strictEqual(
-        captured.matching(/^the handling of message fails-once failed outside its outcome rules .*, after it was settled$/).length,
+        captured.matching(/^the handling of message first failed outside its outcome rules .*, after it was settled$/).length,
         1
       )
       // Settled already: no reason to give up the channel.
       assert.deepStrictEqual(captured.matching(/^consumer of .* stopped/).map((l) => l.message), [])
+    }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Layer.succeed(Tracer.Tracer, tracer))))
+  })
+
+  it.live("an application logger that throws on the broker's block warning: the status still follows the unblock", () => {
+    const captured = logs.capture()
+    const throwing = Logger.make((options) => {
+      if (String(options.message).startsWith("the broker blocked the connection")) throw new Error("the log stream is closed")
+    })
+    return Effect.gen(function*() {
+      yield* Effect.addFinalizer(() => broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4").pipe(Effect.ignore))
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("blocklog", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const publish = (id: string) =>
+        worker.publisher.publish({ routingKey: queue, schema: Task, body: { id }, messageId: id })
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+      // A publish under the alarm is what makes the broker block the connection.
+      const first = yield* Effect.forkChild(publish("m0"))
+      yield* broker.eventually("blocked", worker.status, (s) => s.blocked !== undefined, 20_000)
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+      yield* Fiber.join(first)
+      yield* broker.eventually("unblocked", worker.status, (s) => s.blocked === undefined && Status.isReady(s), 10_000)
+      assert.strictEqual(captured.matching(/^the broker unblocked the connection$/).length, 1)
+      // And a second block is reported too: the reporter is still there.
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.0001")
+      const second = yield* Effect.forkChild(publish("m1"))
+      yield* broker.eventually("blocked again", worker.status, (s) => s.blocked !== undefined, 20_000)
+      yield* broker.rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+      yield* Fiber.join(second)
+      yield* broker.eventually("unblocked again", worker.status, (s) => s.blocked === undefined, 10_000)
+      assert.deepStrictEqual((yield* admin.drainQueue(queue)).map((m) => m.properties.messageId).sort(), ["m0", "m1"])
     }).pipe(Effect.provide(Layer.mergeAll(captured.layer, Logger.layer([captured.logger, throwing]))))
   })
 
