@@ -43,6 +43,12 @@ export class Slot<R = unknown> {
   /** The fiber's context when it started, and the log annotations in it. */
   base!: Context.Context<never>
   annotations!: Readonly<Record<string, unknown>>
+  /**
+   * `base` as one flat map, which each message's annotations are added to.
+   * `base` itself is usually at Effect's overlay limit (8 adds), and adding
+   * to such a context copies its whole map: once a message otherwise.
+   */
+  flat!: Context.Context<never>
   /** The message id of the delivery its fiber is handling (from the fiber's log annotations). */
   messageId(): string | undefined {
     const id = Context.get(this.fiber.context, References.CurrentLogAnnotations)["messageId"]
@@ -159,6 +165,7 @@ export class Dispatch<R> implements State {
     slot.restore = restore
     if (slot.base !== fiber.context) {
       slot.base = fiber.context
+      slot.flat = Context.makeUnsafe(new Map(fiber.context.mapUnsafe))
       slot.annotations = Context.get(fiber.context, References.CurrentLogAnnotations)
     }
     this.slots.add(slot)
@@ -289,7 +296,7 @@ const slotWork = <R>(dispatch: Dispatch<R>, options: DispatchOptions<R>) => (slo
     const attempt = Outcome.attemptOf(headers, options.queue, failed)
     const annotations = slot.annotations
     slot.fiber.setContext(Context.add(
-      slot.base,
+      slot.flat,
       References.CurrentLogAnnotations,
       messageId === undefined ? { ...annotations, attempt } : { ...annotations, messageId, attempt }
     ))
