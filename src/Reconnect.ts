@@ -147,7 +147,7 @@ export const loop = <E, R, F extends E = never>(
       // The schedule never completes (exponential and spaced recur forever).
       // A step is [output, delay]: the delay is the jittered one.
       const [, delay] = yield* Effect.orDie(step(now, undefined))
-      // A logger of the application's that throws must not end the reconnecting.
+      // The report is best effort: a defect in it (the worker's loggers cannot throw, but `onRetry` is any effect) must not end the reconnecting.
       if (options.onRetry) yield* Effect.catchDefect(options.onRetry({ attempt, delay, cause: exit.cause }), () => Effect.void)
       yield* Effect.sleep(delay)
     }

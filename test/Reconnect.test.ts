@@ -129,6 +129,26 @@ describe("Reconnect.loop (virtual time)", () => {
       assert.deepStrictEqual(seen, [[1, 100], [2, 200], [3, 400]])
       yield* Fiber.interrupt(fiber)
     }))
+  it.effect("a retry report that dies does not end the reconnecting: the next attempts come on time", () =>
+    Effect.gen(function*() {
+      const { attempts, session } = fakeSessions(["fail", "fail", "fail"])
+      let reports = 0
+      const fiber = yield* Effect.forkChild(
+        Reconnect.loop({
+          backoff: { base: "100 millis", max: "10 seconds" },
+          onRetry: () =>
+            Effect.sync(() => {
+              reports++
+              throw new Error("the report broke")
+            })
+        }, session).pipe(noJitter)
+      )
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(attempts, [0, 100, 300, 700])
+      assert.strictEqual(reports, 3)
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* Fiber.interrupt(fiber)
+    }))
   it.effect("ends with a fatal error instead of retrying it", () =>
     Effect.gen(function*() {
       const { attempts, session } = fakeSessions(["fail"])
