@@ -43,15 +43,27 @@ export interface Outgoing {
  */
 export type Retry = (message: Outgoing, deadline: number) => Effect.Effect<void, PublishError>
 
-/** One sent publish until it ends: a class, not a literal, for the reason `internal/send.ts` gives for messages. */
+/**
+ * One sent publish until it ends: a class, not a literal, for the reason
+ * `internal/send.ts` gives for messages. It keeps what its ending needs of
+ * the message (where it went, its id), not the message: its body and
+ * properties are garbage once sent, instead of living (and being promoted
+ * to the old generation) until the confirm.
+ */
 class Pending {
-  readonly message: Outgoing
+  readonly exchange: string
+  readonly routingKey: string
+  readonly messageId: string
+  readonly mandatory: boolean
   readonly deadline: number
   readonly resume: (exit: Exit.Exit<void, PublishError>) => void
   returned = false
   done = false
   constructor(message: Outgoing, deadline: number, resume: (exit: Exit.Exit<void, PublishError>) => void) {
-    this.message = message
+    this.exchange = message.exchange
+    this.routingKey = message.routingKey
+    this.messageId = message.options.messageId
+    this.mandatory = message.options.mandatory
     this.deadline = deadline
     this.resume = resume
   }
@@ -103,42 +115,61 @@ class Tracker implements Confirms {
   readonly unconfirmed = (): number => this.count
 
   readonly send = (message: Outgoing, deadline: number, retry: Retry): Effect.Effect<void, PublishError> =>
-    Effect.callback<void, PublishError>((resume) => {
-      const problem = headersProblem(message.options.headers)
-      if (problem !== undefined) return resume(this.failed(new PublishRefused({ messageId: message.options.messageId, reason: problem })))
-      const entry = new Pending(message, deadline, resume)
-      let writable: boolean
-      try {
-        writable = this.channel.raw.publish(
-          message.exchange,
-          message.routingKey,
-          message.content,
-          message.options,
-          (error: unknown) => this.confirmed(entry, error)
-        )
-      } catch (error) {
-        // Nothing went out: amqplib encodes the whole frame before writing
-        // it, and registers the confirm only after that.
-        return resume(
-          Channel.isClosedError(error)
-            // The channel closed first: the next channel cannot duplicate it.
-            ? retry(message, deadline)
-            : this.failed(
-              new PublishRefused({
-                messageId: message.options.messageId,
-                reason: error instanceof Error ? error.message : String(error)
-              })
-            )
-        )
-      }
-      this.count++
-      this.pending.push(entry)
-      if (!writable) this.options.onFull()
-      // Interrupted: its result no longer matters (its confirm, when it comes, is dropped).
-      return Effect.sync(() => {
-        if (!entry.done) this.settle(entry, undefined)
-      })
+    Effect.callback<void, PublishError>((resume) => this.publish(message, deadline, retry, resume))
+
+  /**
+   * Sends `message`; returns what an interruption runs. Makes no closure
+   * itself: the ones that wait for the confirm are made by `onConfirm` and
+   * `onInterrupt`, so that they hold the publish's record, and not, through
+   * this call's scope, the message it no longer needs.
+   */
+  private publish(
+    message: Outgoing,
+    deadline: number,
+    retry: Retry,
+    resume: (exit: Effect.Effect<void, PublishError>) => void
+  ): Effect.Effect<void> | undefined {
+    const problem = headersProblem(message.options.headers)
+    if (problem !== undefined) {
+      resume(this.failed(new PublishRefused({ messageId: message.options.messageId, reason: problem })))
+      return undefined
+    }
+    const entry = new Pending(message, deadline, resume)
+    let writable: boolean
+    try {
+      writable = this.channel.raw.publish(message.exchange, message.routingKey, message.content, message.options, this.onConfirm(entry))
+    } catch (error) {
+      // Nothing went out: amqplib encodes the whole frame before writing
+      // it, and registers the confirm only after that.
+      resume(
+        Channel.isClosedError(error)
+          // The channel closed first: the next channel cannot duplicate it.
+          ? retry(message, deadline)
+          : this.failed(
+            new PublishRefused({
+              messageId: message.options.messageId,
+              reason: error instanceof Error ? error.message : String(error)
+            })
+          )
+      )
+      return undefined
+    }
+    this.count++
+    this.pending.push(entry)
+    if (!writable) this.options.onFull()
+    return this.onInterrupt(entry)
+  }
+
+  private onConfirm(entry: Pending): (error: unknown) => void {
+    return (error) => this.confirmed(entry, error)
+  }
+
+  /** Interrupted: its result no longer matters (its confirm, when it comes, is dropped). */
+  private onInterrupt(entry: Pending): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (!entry.done) this.settle(entry, undefined)
     })
+  }
 
   /** A returned message marks the oldest unconfirmed mandatory publish it matches. */
   readonly onReturn = (returned: Channel.RawMessage): void => {
@@ -146,10 +177,9 @@ class Tracker implements Confirms {
     const messageId: unknown = returned.properties.messageId
     for (let i = this.head; i < this.pending.length; i++) {
       const entry = this.pending[i]!
-      const m = entry.message
       if (
-        !entry.done && !entry.returned && m.options.mandatory && m.options.messageId === messageId &&
-        m.exchange === exchange && m.routingKey === routingKey
+        !entry.done && !entry.returned && entry.mandatory && entry.messageId === messageId &&
+        entry.exchange === exchange && entry.routingKey === routingKey
       ) {
         entry.returned = true
         return
@@ -165,7 +195,7 @@ class Tracker implements Confirms {
       if (!entry.done && entry.deadline <= now) {
         this.settle(
           entry,
-          this.failed(new PublishTimeout({ messageId: entry.message.options.messageId, timeout: this.options.timeout, sent: true }))
+          this.failed(new PublishTimeout({ messageId: entry.messageId, timeout: this.options.timeout, sent: true }))
         )
       }
     }
@@ -178,7 +208,7 @@ class Tracker implements Confirms {
   }
 
   private outcome(entry: Pending, error: unknown): Exit.Exit<void, PublishError> {
-    const { exchange, routingKey, options: { messageId } } = entry.message
+    const { exchange, messageId, routingKey } = entry
     if (error === null || error === undefined) {
       if (entry.returned) return this.failed(new PublishUnroutable({ messageId, exchange, routingKey }))
       this.options.metrics.confirmed()
