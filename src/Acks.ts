@@ -84,7 +84,8 @@ type State = typeof State[keyof typeof State]
 class Batch implements Acks {
   private readonly channel: Channel.RawChannel
   private readonly options: AcksOptions
-  private deliveries: Array<Channel.Delivery> = []
+  /** Emptied before `head`: a settled delivery (its body, and the socket chunk it is cut from) is not kept until the arrays are reset. */
+  private deliveries: Array<Channel.Delivery | undefined> = []
   private states: Array<State> = []
   /** The first delivery not `Done`; every one before it is. */
   private head = 0
@@ -224,7 +225,7 @@ class Batch implements Acks {
   private advance(): void {
     const { deliveries, states } = this
     while (this.head < states.length && states[this.head] === State.Done) {
-      this.head++
+      deliveries[this.head++] = undefined
       this.done--
     }
     const length = states.length

@@ -102,8 +102,13 @@ export const make = (channel: Channel.Channel<Channel.RawConfirmChannel>, option
 class Tracker implements Confirms {
   private readonly channel: Channel.Channel<Channel.RawConfirmChannel>
   private readonly options: ConfirmsOptions
-  /** In sending order; those before `head` are settled. */
-  private readonly pending: Array<Pending> = []
+  /**
+   * In sending order; those before `head` are settled, and their places
+   * emptied: a settled publish would otherwise keep its fiber (through its
+   * `resume`) alive until the array is cut, and with publishes always in
+   * flight the array is cut only every thousand or so.
+   */
+  private readonly pending: Array<Pending | undefined> = []
   private head = 0
   private count = 0
 
@@ -238,7 +243,7 @@ class Tracker implements Confirms {
     this.count--
     // Confirms come (mostly) in sending order: the settled head moves on.
     const pending = this.pending
-    while (this.head < pending.length && pending[this.head]!.done) this.head++
+    while (this.head < pending.length && pending[this.head]!.done) pending[this.head++] = undefined
     if (this.head === pending.length) {
       pending.length = 0
       this.head = 0
