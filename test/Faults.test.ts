@@ -241,6 +241,39 @@ describe("Faults", () => {
     }).pipe(Effect.provide(captured.layer))
   })
 
+  it.live("a channel error while deliveries stream in (406 on an unknown delivery tag): only that channel is reopened, the connection stays", () => {
+    const captured = logs.capture()
+    return Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("stray")
+      const proxy = yield* Proxy.make()
+      const expected = ids(4000)
+      const { consumer, distinct, handled } = recorder(queue)
+      const { name, worker } = yield* startWorker([consumer], { url: proxy.url })
+      yield* worker.awaitReady
+      yield* admin.publishTasks(queue, expected)
+      // RabbitMQ goes on sending deliveries on a channel it has just closed
+      // (rabbitmq-server#13384): amqplib, by itself, takes a frame for a
+      // channel it no longer has as a connection error. Not every error
+      // catches deliveries on their way: eight make it near certain.
+      for (let i = 1; i <= 8; i++) {
+        yield* broker.eventually(`handling after error ${i - 1}`, distinct, (n) => n >= i * 400, 20_000)
+        yield* broker.eventually("consuming", worker.status, (s) => s.consumers[queue] === true)
+        assert.strictEqual(proxy.injectChannelError(), 1)
+        yield* broker.eventually(
+          `channel error ${i} seen`,
+          Effect.sync(() => captured.matching(/^consumer of .* stopped .*PRECONDITION_FAILED/).length),
+          (n) => n >= i
+        )
+      }
+      yield* assertAllHandled(queue, expected, handled)
+      assert.deepStrictEqual(captured.matching(/lost|reconnecting/).map((l) => l.message), [])
+      assert.strictEqual(captured.matching(/^connected to/).length, 1)
+      assert.strictEqual(proxy.accepted(), 1)
+      assert.strictEqual((yield* broker.connectionsNamed(name)).length, 1)
+    }).pipe(Effect.provide(captured.layer))
+  })
+
   it.live("an application logger that throws on the reconnect's log line does not stop the reconnecting", () => {
     const captured = logs.capture()
     const throwing = Logger.make((options) => {

@@ -2,7 +2,8 @@
  * Opening one AMQP connection: each address in turn from a given one, each
  * with one deadline for TCP, TLS and the handshake, and the whole attempt
  * given up at once when interrupted. Once open, its socket writes each burst
- * of frames at once.
+ * of frames at once, and frames the broker sends on a channel it has closed
+ * are dropped instead of ending the connection.
  *
  * @internal
  */
@@ -90,6 +91,7 @@ export const connectAny = async (
         signal
       )
       coalesceWrites(model)
+      dropStrayFrames(model)
       return { model, server, index }
     } catch (error) {
       failures.push(urls.length > 1 ? `${server}: ${errorText(error)}` : errorText(error))
@@ -127,4 +129,32 @@ export const coalesceWrites = (model: amqp.ChannelModel): void => {
     }
     return Reflect.apply(write, this, args)
   } as Socket["write"]
+}
+
+/**
+ * Drops the frames the broker sends on a channel after it has closed it.
+ * RabbitMQ goes on sending deliveries already on their way on a channel it
+ * closes with an error (seen here on 3.10 after a 406; reported for 4.0 and
+ * 4.1 in rabbitmq-server#13384). amqplib has released the channel by then and
+ * takes a frame for a channel it does not have as a connection error, so one
+ * channel's error took the whole connection down, the publisher's channel
+ * and every other consumer's deliveries with it. Those deliveries are the
+ * broker's to requeue with the closed channel, so the frames are dropped, as
+ * the Java client does. Consumers and the publisher open a channel again
+ * only after a backoff, when such frames have long arrived, so none reaches
+ * a new channel of the same number.
+ */
+export const dropStrayFrames = (model: amqp.ChannelModel): void => {
+  // amqplib's types show neither its frame handler nor its channel table.
+  const connection: object = model.connection
+  const accept: unknown = Reflect.get(connection, "accept")
+  if (typeof accept !== "function" || !Array.isArray(Reflect.get(connection, "channels"))) return
+  Reflect.set(connection, "accept", function(this: object, frame: unknown) {
+    const channel: unknown = typeof frame === "object" && frame !== null ? Reflect.get(frame, "channel") : undefined
+    if (typeof channel === "number" && channel !== 0) {
+      const channels: unknown = Reflect.get(this, "channels")
+      if (Array.isArray(channels) && (channels[channel] === null || channels[channel] === undefined)) return
+    }
+    return Reflect.apply(accept, this, [frame])
+  })
 }
