@@ -111,6 +111,12 @@ export interface ChaosReport {
   readonly longestStallMs: number
   /** Of that, the part while the broker served another client (see {@link Fault.longestWorkerStallMs}). */
   readonly longestWorkerStallMs: number
+  /**
+   * What happened around the longest stall (see {@link Stalls.story}): the
+   * faults and the workers' log lines (all but their handlings) from 15 s
+   * before it to its end, so that a long stall can be explained.
+   */
+  readonly longestStallStory: ReadonlyArray<string>
   /** The longest the broker kept the run's publisher waiting for a confirm (over 1 s), in ms. */
   readonly longestBrokerWithheldMs: number
   readonly unexpectedExits: ReadonlyArray<string>
@@ -468,6 +474,25 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     // The part of each stall in which the broker served another client: the workers' own.
     const workers = Stalls.outside(found, brokerWithheld)
     const longestWorkerStallMs = Stalls.longestIn(workers, 0, Number.POSITIVE_INFINITY)
+    const events: Array<Stalls.Event> = faults.map((fault) => ({
+      at: fault.at,
+      who: "fault",
+      text: `${fault.kind} (${fault.worker === "all" ? "all workers" : `worker ${fault.worker}`}${
+        fault.detail === undefined ? "" : `; ${fault.detail}`
+      }), took ${fault.tookMs} ms`
+    }))
+    for (const slot of slots) {
+      for (const p of slot.past) {
+        for (const line of p.logs) {
+          const text = messageText(line)
+          if (!text.startsWith("handled task ")) {
+            events.push({ at: Date.parse(String(line.timestamp)), who: `worker ${slot.index}`, text: `${line.level} ${text}` })
+          }
+        }
+      }
+    }
+    const longestStall = Stalls.longest(found)
+    const longestStallStory = longestStall === undefined ? [] : Stalls.story(longestStall, events)
     for (const fault of faults) {
       fault.longestStallMs = Stalls.longestIn(found, fault.at, fault.at + fault.tookMs + 10_000)
       fault.longestWorkerStallMs = Stalls.longestIn(workers, fault.at, fault.at + fault.tookMs + 10_000)
@@ -602,6 +627,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
       faultCounts,
       longestStallMs,
       longestWorkerStallMs,
+      longestStallStory,
       longestBrokerWithheldMs: brokerWithheld.reduce((max, w) => Math.max(max, w.to - w.from), 0),
       unexpectedExits,
       final: { ready: final.ready, unacked: final.unacked, deadLettered, retrying },
@@ -649,6 +675,11 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ...faults.map(([kind, count, dups, max, stall]) =>
       `${kind!.padEnd(10)} ${count!.padStart(6)} ${dups!.padStart(11)}  ${max!.padEnd(30)} ${stall}`
     ),
+    ...(report.longestStallStory.length === 0 ? [] : [
+      "",
+      `around the longest stall (${report.longestStallMs} ms; times from its start; the workers' lines but their handlings):`,
+      ...report.longestStallStory
+    ]),
     "",
     report.ok ? "OK: no task lost, no worker crashed" : `FAILED:\n- ${report.problems.join("\n- ")}`
   ].join("\n")

@@ -67,3 +67,39 @@ export const outside = (found: ReadonlyArray<Stall>, excluded: ReadonlyArray<Sta
   }
   return out
 }
+
+/** Something that happened during a run: a fault, or a line a worker logged. */
+export interface Event {
+  readonly at: number
+  /** Who it happened to or who said it ("fault", "worker 1"). */
+  readonly who: string
+  readonly text: string
+}
+
+/**
+ * What happened around a stall, to explain it: the events from `beforeMs`
+ * before its start until its end, in time order, each with its time from
+ * the stall's start ("-3.2 s"); at most `max` lines, the ones nearest the
+ * stall's start kept (the run's faults are a few a second, the workers'
+ * lines around a fault a handful each).
+ */
+export const story = (stall: Stall, events: ReadonlyArray<Event>, beforeMs = 15_000, max = 80): ReadonlyArray<string> => {
+  const inside = events
+    .filter((event) => event.at >= stall.from - beforeMs && event.at <= stall.to)
+    .sort((a, b) => a.at - b.at)
+  const kept = inside.length <= max
+    ? inside
+    : [...inside]
+      .sort((a, b) => Math.abs(a.at - stall.from) - Math.abs(b.at - stall.from))
+      .slice(0, max)
+      .sort((a, b) => a.at - b.at)
+  const offset = (at: number) => {
+    const seconds = (at - stall.from) / 1000
+    return `${seconds < 0 ? "-" : "+"}${Math.abs(seconds).toFixed(1)} s`
+  }
+  return kept.map((event) => `${offset(event.at).padStart(8)}  ${event.who.padEnd(9)} ${event.text}`)
+}
+
+/** The longest of `found`, if any. */
+export const longest = (found: ReadonlyArray<Stall>): Stall | undefined =>
+  found.reduce<Stall | undefined>((max, s) => (max === undefined || s.to - s.from > max.to - max.from ? s : max), undefined)

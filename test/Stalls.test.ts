@@ -31,4 +31,27 @@ describe("chaos stalls", () => {
     assert.deepStrictEqual(Stalls.outside(found, [{ from: 8000, to: 9000 }]), found)
     assert.strictEqual(Stalls.longestIn(Stalls.outside(found, [{ from: 1500, to: 2000 }, { from: 1800, to: 3000 }]), 0, Infinity), 4000)
   })
+
+  it("the story of a stall: the events from before it to its end, in time order, the nearest kept", () => {
+    const stall = { from: 20_000, to: 28_000 }
+    const events = [
+      { at: 27_000, who: "worker 1", text: "connected to 127.0.0.1:5672" },
+      { at: 1_000, who: "fault", text: "close (worker 0)" },
+      { at: 19_000, who: "fault", text: "pause (worker 1)" },
+      { at: 12_000, who: "worker 0", text: "shutting down" },
+      { at: 29_000, who: "fault", text: "restart (all workers)" }
+    ]
+    assert.deepStrictEqual(Stalls.story(stall, events), [
+      "  -8.0 s  worker 0  shutting down",
+      "  -1.0 s  fault     pause (worker 1)",
+      "  +7.0 s  worker 1  connected to 127.0.0.1:5672"
+    ])
+    // Over the limit, those nearest the stall's start stay.
+    assert.deepStrictEqual(Stalls.story(stall, events, 15_000, 2), [
+      "  -1.0 s  fault     pause (worker 1)",
+      "  +7.0 s  worker 1  connected to 127.0.0.1:5672"
+    ])
+    assert.deepStrictEqual(Stalls.longest([{ from: 0, to: 10 }, stall, { from: 30_000, to: 30_500 }]), stall)
+    assert.strictEqual(Stalls.longest([]), undefined)
+  })
 })
