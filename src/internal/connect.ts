@@ -145,16 +145,16 @@ export const coalesceWrites = (model: amqp.ChannelModel): void => {
  * a new channel of the same number.
  */
 export const dropStrayFrames = (model: amqp.ChannelModel): void => {
-  // amqplib's types show neither its frame handler nor its channel table.
+  // amqplib's types show neither its frame handler nor its channel table
+  // (made once, in its constructor; a released channel's entry is null).
   const connection: object = model.connection
   const accept: unknown = Reflect.get(connection, "accept")
-  if (typeof accept !== "function" || !Array.isArray(Reflect.get(connection, "channels"))) return
-  Reflect.set(connection, "accept", function(this: object, frame: unknown) {
-    const channel: unknown = typeof frame === "object" && frame !== null ? Reflect.get(frame, "channel") : undefined
-    if (typeof channel === "number" && channel !== 0) {
-      const channels: unknown = Reflect.get(this, "channels")
-      if (Array.isArray(channels) && (channels[channel] === null || channels[channel] === undefined)) return
-    }
+  const channels: unknown = Reflect.get(connection, "channels")
+  if (typeof accept !== "function" || !Array.isArray(channels)) return
+  const table: ReadonlyArray<unknown> = channels
+  Reflect.set(connection, "accept", function(this: object, frame: { readonly channel: number }) {
+    // Channel 0 is the connection's own (heartbeats included).
+    if (frame.channel !== 0 && (table[frame.channel] ?? null) === null) return
     return Reflect.apply(accept, this, [frame])
   })
 }
