@@ -113,7 +113,7 @@ export interface ChaosReport {
   readonly longestWorkerStallMs: number
   /**
    * What happened around the longest stall (see {@link Stalls.story}): the
-   * faults and the workers' log lines (all but their handlings) from 15 s
+   * faults and the workers' log lines (all but those about one message) from 15 s
    * before it to its end, so that a long stall can be explained.
    */
   readonly longestStallStory: ReadonlyArray<string>
@@ -484,6 +484,8 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
     for (const slot of slots) {
       for (const p of slot.past) {
         for (const line of p.logs) {
+          // The lines about one message (its handling, its retry: annotated with its attempt) would bury the rest.
+          if (line.annotations?.["attempt"] !== undefined) continue
           const text = messageText(line)
           if (!text.startsWith("handled task ")) {
             events.push({ at: Date.parse(String(line.timestamp)), who: `worker ${slot.index}`, text: `${line.level} ${text}` })
@@ -677,7 +679,7 @@ export const summary = (report: ChaosReport, prefetch: number): string => {
     ),
     ...(report.longestStallStory.length === 0 ? [] : [
       "",
-      `around the longest stall (${report.longestStallMs} ms; times from its start; the workers' lines but their handlings):`,
+      `around the longest stall (${report.longestStallMs} ms; times from its start; the workers' lines but those about one message):`,
       ...report.longestStallStory
     ]),
     "",
