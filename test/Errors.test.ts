@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration } from "effect"
 import * as Channel from "../src/Channel.ts"
+import { refusedBy } from "../src/internal/confirms.ts"
 import * as Connection from "../src/Connection.ts"
 import * as Outcome from "../src/Outcome.ts"
 import * as Publisher from "../src/Publisher.ts"
@@ -44,5 +45,25 @@ describe("Errors", () => {
     assert.isTrue(new Connection.ConnectionLost({ server: "s", reason: "reset" }).isRetryable)
     assert.isTrue(new Channel.ChannelClosed({ code: 406, reason: "unknown delivery tag" }).isRetryable)
     assert.isFalse(new Topology.TopologyConflict({ kind: "queue", name: "q", argument: "x-queue-type", reason: "" }).isRetryable)
+  })
+
+  it("a channel the broker closed for one publish: its words say which publishes it refused (the others were only caught in it)", () => {
+    const toX = { exchange: "x", size: 10 }
+    const toDefault = { exchange: "", size: 10 }
+    const big = { exchange: "", size: 200 }
+    // RabbitMQ's own texts (3.10 and 4.x).
+    const noExchange = refusedBy("Channel closed by server: 404 (NOT-FOUND) with message \"NOT_FOUND - no exchange 'x' in vhost '/'\"")
+    assert.isTrue(noExchange?.(toX))
+    assert.isFalse(noExchange?.(toDefault))
+    const internal = refusedBy("ACCESS_REFUSED - cannot publish to internal exchange 'it''s' in vhost 'v'")
+    assert.isTrue(internal?.({ exchange: "it's", size: 1 }))
+    assert.isFalse(internal?.(toX))
+    assert.isTrue(refusedBy("ACCESS_REFUSED - access to exchange 'x' in vhost '/' refused for user 'u'")?.(toX))
+    const tooLarge = refusedBy("PRECONDITION_FAILED - message size 200 is larger than configured max size 100")
+    assert.isTrue(tooLarge?.(big))
+    assert.isFalse(tooLarge?.(toDefault))
+    assert.isTrue(refusedBy("PRECONDITION_FAILED - message size 200 is larger than max size 100")?.(big))
+    // Words that do not say: every publish keeps the broker's code.
+    assert.isUndefined(refusedBy("PRECONDITION_FAILED - invalid expiration"))
   })
 })

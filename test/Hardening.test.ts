@@ -121,6 +121,45 @@ describe("Hardening: publishing", () => {
       assert.isTrue(error._tag === "PublishTimeout" && error.sent)
       assert.isTrue(Outcome.isTransient(error))
     }))
+
+  it.live("a handler's publish the broker refuses (404) parks that task alone: results caught in the channel's close are sent again, no attempt used", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("refused")
+      const results = yield* admin.queue("refused-results", {})
+      const missing = broker.uniqueName("no-exchange")
+      const attempts: Array<{ readonly id: string; readonly attempt: number }> = []
+      const consumer = Consumer.make({
+        queue,
+        schema: Task,
+        onFailure: "dead-letter",
+        handler: (task, message) =>
+          Effect.gen(function*() {
+            attempts.push({ id: task.id, attempt: message.attempt })
+            const publisher = yield* Publisher.Publisher
+            yield* publisher.publish({
+              exchange: task.id === "t-150" ? missing : "",
+              routingKey: results,
+              schema: Task,
+              body: task,
+              messageId: task.id
+            })
+          })
+      })
+      yield* admin.declare(consumer.topology)
+      const ids = Array.from({ length: 300 }, (_, i) => `t-${i}`)
+      yield* admin.publishTasks(queue, ids)
+      const { worker } = yield* startWorker([consumer], { prefetch: 50 })
+      yield* worker.awaitReady
+      yield* broker.eventually("queue settled", broker.queueCounts(queue), (c) => c.ready === 0 && c.unacked === 0, 30_000)
+      const parked = yield* admin.drainQueue(`${queue}.dlq`)
+      assert.deepStrictEqual(parked.map((m) => m.properties.messageId), ["t-150"])
+      const published = new Set((yield* admin.drainQueue(results)).map((m) => String(m.properties.messageId)))
+      assert.deepStrictEqual([...published].sort(), ids.filter((id) => id !== "t-150").sort())
+      // Those caught in the close were requeued without using an attempt.
+      assert.deepStrictEqual([...new Set(attempts.map((a) => a.attempt))], [1])
+      assert.isAbove(attempts.length, ids.length, "no result was caught in the close: the test proves nothing")
+    }))
 })
 
 describe("Hardening: handlers", () => {

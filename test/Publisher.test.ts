@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Metric, Schema } from "effect"
+import type * as PublishError from "../src/PublishError.ts"
 import * as broker from "./support/broker.ts"
 import * as health from "./support/health.ts"
 import * as logs from "./support/logs.ts"
@@ -191,6 +192,39 @@ describe("Publisher", () => {
       assert.isAtLeast(captured.matching(/publisher channel closed .*NOT_FOUND/).length, 1)
     }).pipe(Effect.provide(captured.layer))
   })
+
+  it.live("a publish the broker refuses (404) fails for good; the publishes caught beside it in the channel's close can be sent again", () =>
+    Effect.gen(function*() {
+      const admin = yield* broker.admin
+      const queue = yield* admin.queue("beside404", {})
+      const { worker } = yield* startWorker([])
+      yield* worker.awaitReady
+      const missing = broker.uniqueName("no-exchange")
+      const publish = (i: number) =>
+        Effect.exit(worker.publisher.publish({
+          exchange: i === 100 ? missing : "",
+          routingKey: i === 100 ? "x" : queue,
+          schema: Result,
+          body: { id: `m${i}`, total: i },
+          messageId: `m${i}`
+        }))
+      const exits = yield* Effect.forEach(Array.from({ length: 300 }, (_, i) => i), publish, { concurrency: "unbounded" })
+      const failure = (exit: Exit.Exit<void, PublishError.PublishError>) =>
+        Exit.isFailure(exit) ? Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value : undefined) : undefined
+      const refused = failure(exits[100]!)
+      assert.strictEqual(refused?._tag, "PublishUnconfirmed")
+      assert.isFalse(refused?._tag === "PublishUnconfirmed" && refused.isRetryable)
+      // The others went through, or were caught in the close: not refused, so they may be sent again.
+      const others = exits.filter((_, i) => i !== 100).map(failure)
+      const caught = others.filter((error) => error !== undefined)
+      assert.isAbove(caught.length, 0, "no publish was caught in the close: the test proves nothing")
+      for (const error of caught) {
+        assert.strictEqual(error._tag, "PublishUnconfirmed")
+        assert.isTrue(error._tag === "PublishUnconfirmed" && error.isRetryable, error.message)
+      }
+      // Confirmed ones are in the queue; of those caught, some may be too (the broker took them, the close took their confirms).
+      assert.isAtLeast(yield* admin.ready(queue), others.length - caught.length)
+    }).pipe(Effect.provide(logs.capture().layer)))
 
   it.live("while the connection is down, publishes wait (bounded by timeout and count), then go through", () =>
     Effect.gen(function*() {

@@ -55,6 +55,8 @@ class Pending {
   readonly routingKey: string
   readonly messageId: string
   readonly mandatory: boolean
+  /** The body's size in bytes: whether the broker's size limit refused this publish. */
+  readonly size: number
   readonly deadline: number
   readonly resume: (exit: Exit.Exit<void, PublishError>) => void
   returned = false
@@ -64,6 +66,7 @@ class Pending {
     this.routingKey = message.routingKey
     this.messageId = message.options.messageId
     this.mandatory = message.options.mandatory
+    this.size = message.content.length
     this.deadline = deadline
     this.resume = resume
   }
@@ -223,13 +226,13 @@ class Tracker implements Confirms {
     // Say why when the broker closed the channel (e.g. 404, no such exchange).
     const reason = error instanceof Error ? error.message : String(error)
     const why = this.channel.serverError()
-    return this.failed(
-      new PublishUnconfirmed({
-        messageId,
-        reason: why === undefined ? reason : `${reason}: ${why.reason}`,
-        code: why?.code
-      })
-    )
+    if (why === undefined) return this.failed(new PublishUnconfirmed({ messageId, reason }))
+    const refused = refusedBy(why.reason)
+    // Another publish's doing: this one, sent again, can go through.
+    if (refused !== undefined && !refused(entry)) {
+      return this.failed(new PublishUnconfirmed({ messageId, reason: `${reason}: ${why.reason} (another publish refused, not this one)` }))
+    }
+    return this.failed(new PublishUnconfirmed({ messageId, reason: `${reason}: ${why.reason}`, code: why.code }))
   }
 
   private failed(error: PublishError): Exit.Exit<never, PublishError> {
@@ -253,6 +256,35 @@ class Tracker implements Confirms {
     }
     if (exit !== undefined) entry.resume(exit)
   }
+}
+
+/**
+ * When the broker closes the channel because of one publish, every publish
+ * on it in flight ends with that close, and its reply code says the
+ * request cannot succeed: for the others it is not so, they were caught in
+ * it. From the broker's words, which publishes it refused: one to an
+ * exchange it does not have or refuses (404, 403: "no exchange 'x' in vhost
+ * '/'", "access to exchange 'x' in vhost '/' refused ..."), or one whose
+ * body is over its size limit (406: "message size 200 is larger than
+ * configured max size 100"). Undefined when the words do not say: then
+ * every publish keeps the code, so that a publish the broker refuses is not
+ * sent again and again (a handler's message would be requeued forever).
+ */
+export const refusedBy = (
+  reason: string
+): ((publish: { readonly exchange: string; readonly size: number }) => boolean) | undefined => {
+  const exchange = /exchange '((?:[^']|'')*)' in vhost/.exec(reason)?.[1]
+  if (exchange !== undefined) {
+    // RabbitMQ doubles a quote inside a quoted name.
+    const name = exchange.replaceAll("''", "'")
+    return (publish) => publish.exchange === name
+  }
+  const limit = /message size \d+ is larger than (?:configured )?max size (\d+)/.exec(reason)?.[1]
+  if (limit !== undefined) {
+    const max = Number(limit)
+    return (publish) => publish.size > max
+  }
+  return undefined
 }
 
 /**
