@@ -27,7 +27,9 @@ describe("Observability (worker process)", () => {
       const admin = yield* broker.admin
       const queue = yield* admin.queue("readyz")
       const port = yield* freePort
-      const worker = yield* spawnWorker({ AMQP_QUEUE: queue, WORK_MS: "1500", HTTP_PORT: String(port) })
+      // Handlers long enough that the drain outlasts the checks below, even when
+      // seeing the tasks in flight (rabbitmqctl) takes a second or two on a busy machine.
+      const worker = yield* spawnWorker({ AMQP_QUEUE: queue, WORK_MS: "5000", HTTP_PORT: String(port) })
       yield* worker.waitFor("consuming", (logs) => logs.some((l) => /^consuming from/.test(messageText(l))))
       assert.strictEqual((yield* get(port, "/readyz")).status, 200)
       yield* admin.publishTasks(queue, ids(3))
