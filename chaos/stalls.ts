@@ -94,8 +94,9 @@ export const story = (stall: Stall, events: ReadonlyArray<Event>, beforeMs = 15_
       .slice(0, max)
       .sort((a, b) => a.at - b.at)
   const offset = (at: number) => {
-    const seconds = (at - stall.from) / 1000
-    return `${seconds < 0 ? "-" : "+"}${Math.abs(seconds).toFixed(1)} s`
+    // In tenths of a second, so that a moment just before the start reads +0.0, not -0.0.
+    const tenths = Math.round((at - stall.from) / 100)
+    return `${tenths < 0 ? "-" : "+"}${(Math.abs(tenths) / 10).toFixed(1)} s`
   }
   return kept.map((event) => `${offset(event.at).padStart(8)}  ${event.who.padEnd(9)} ${event.text}`)
 }

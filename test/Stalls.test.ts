@@ -39,17 +39,19 @@ describe("chaos stalls", () => {
       { at: 1_000, who: "fault", text: "close (worker 0)" },
       { at: 19_000, who: "fault", text: "pause (worker 1)" },
       { at: 12_000, who: "worker 0", text: "shutting down" },
-      { at: 29_000, who: "fault", text: "restart (all workers)" }
+      { at: 29_000, who: "fault", text: "restart (all workers)" },
+      { at: 19_990, who: "fault", text: "close (worker 1)" }
     ]
     assert.deepStrictEqual(Stalls.story(stall, events), [
       "  -8.0 s  worker 0  shutting down",
       "  -1.0 s  fault     pause (worker 1)",
+      "  +0.0 s  fault     close (worker 1)",
       "  +7.0 s  worker 1  connected to 127.0.0.1:5672"
     ])
     // Over the limit, those nearest the stall's start stay.
     assert.deepStrictEqual(Stalls.story(stall, events, 15_000, 2), [
       "  -1.0 s  fault     pause (worker 1)",
-      "  +7.0 s  worker 1  connected to 127.0.0.1:5672"
+      "  +0.0 s  fault     close (worker 1)"
     ])
     assert.deepStrictEqual(Stalls.longest([{ from: 0, to: 10 }, stall, { from: 30_000, to: 30_500 }]), stall)
     assert.strictEqual(Stalls.longest([]), undefined)
