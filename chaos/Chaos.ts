@@ -486,10 +486,7 @@ export const run = (options: ChaosOptions): Effect.Effect<ChaosReport, never, Sc
         for (const line of p.logs) {
           // The lines about one message (its handling, its retry: annotated with its attempt) would bury the rest.
           if (line.annotations?.["attempt"] !== undefined) continue
-          const text = messageText(line)
-          if (!text.startsWith("handled task ")) {
-            events.push({ at: Date.parse(String(line.timestamp)), who: `worker ${slot.index}`, text: `${line.level} ${text}` })
-          }
+          events.push({ at: Date.parse(String(line.timestamp)), who: `worker ${slot.index}`, text: `${line.level} ${messageText(line)}` })
         }
       }
     }
