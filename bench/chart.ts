@@ -38,6 +38,15 @@ export interface Results {
     readonly summary: Summary
     readonly freeClient?: FreeClient
   }
+  /** The real path on RabbitMQ 4.x with quorum queues, or why it did not run. */
+  readonly quorum?: {
+    readonly rabbitmq: string
+    readonly tasks: number
+    readonly prefetch: number
+    readonly rounds: number
+    readonly summary: Summary
+    readonly freeClient?: FreeClient
+  } | { readonly skipped: string } | undefined
   readonly publishing: {
     readonly publishes: number
     readonly rounds: number
@@ -109,6 +118,15 @@ export const chart = (results: Results): string => {
       }`,
       results.realPath.summary
     ],
+    ...(results.quorum !== undefined && "summary" in results.quorum
+      ? [[
+        `The real path on RabbitMQ ${results.quorum.rabbitmq}, quorum queues (median of ${results.quorum.rounds} rounds)`,
+        `${results.quorum.tasks.toLocaleString("en")} tasks, prefetch ${results.quorum.prefetch}; task and result queues are quorum queues (one node)${
+          freeNote(results.quorum.freeClient)
+        }`,
+        results.quorum.summary
+      ] as [string, string, Summary]]
+      : []),
     ...Object.entries(results.publishing.inFlight).map(([n, r]): [string, string, Summary] => [
       `Confirmed publishing, ${n} in flight (median of ${results.publishing.rounds} rounds)`,
       `${results.publishing.publishes.toLocaleString("en")} persistent publishes to a durable queue, each awaited${freeNote(r.freeClient)}`,
@@ -127,6 +145,7 @@ export const chart = (results: Results): string => {
   const facts = [
     `Recovery after a server-side connection close (${results.recovery.faults} faults, backoff base ${results.recovery.baseDelayMs} ms): median ${results.recovery.medianMs} ms, p95 ${results.recovery.p95Ms} ms to the next message handled`,
     `Shutdown with ${results.shutdown.inFlight} messages in flight (handlers of ${results.shutdown.handlerMs} ms): SIGTERM to exit ${results.shutdown.medianDrainMs} ms (median)`,
+    ...(results.quorum !== undefined && "skipped" in results.quorum ? [`The real path on quorum queues: skipped, ${results.quorum.skipped}`] : []),
     `Memory after ${first?.reconnects} / ${last?.reconnects} forced reconnects: heap ${first?.heapUsedMiB} / ${last?.heapUsedMiB} MiB, RSS ${first?.rssMiB} / ${last?.rssMiB} MiB, open handles +${results.memory.activeResourcesGrowth}`,
     `${results.date.slice(0, 10)} · ${results.machine.cpus} × ${results.machine.cpuModel} · ${results.machine.memoryGiB} GiB · Node ${results.machine.node} · ${
       Object.entries(results.versions).map(([name, v]) => `${name} ${v}`).join(" · ")

@@ -30,6 +30,14 @@ const count = Number(countText)
 const prefetch = Number(prefetchText)
 const inFlight = prefetch
 const results = `${queue}.done`
+/**
+ * The type of the bench's queues (`BENCH_QUEUE_TYPE=quorum`, else classic):
+ * clients that declare their queue must declare it as it is. Classic queues
+ * are declared as before, without the argument.
+ */
+const quorum = process.env["BENCH_QUEUE_TYPE"] === "quorum"
+const queueArguments = quorum ? { "x-queue-type": "quorum" as const } : {}
+const queueOptions = quorum ? { queueOptions: { type: "quorum" as const } } : {}
 
 let handled = 0
 let firstAt = 0
@@ -111,6 +119,7 @@ const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
   "effect-rabbitmq-worker": async () => {
     const consumer = Consumer.make({
       queue,
+      ...queueOptions,
       schema: Task,
       prefetch,
       onFailure: "reject",
@@ -139,7 +148,7 @@ const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
   "rabbitmq-client": async () => {
     const connection = new RabbitClient(URL)
     const consumer = connection.createConsumer(
-      { queue, queueOptions: { durable: true }, qos: { prefetchCount: prefetch } },
+      { queue, queueOptions: { durable: true, arguments: queueArguments }, qos: { prefetchCount: prefetch } },
       (message) => {
         JSON.parse(Buffer.isBuffer(message.body) ? message.body.toString() : JSON.stringify(message.body))
         tick()
@@ -236,6 +245,7 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
   "effect-rabbitmq-worker": async () => {
     const consumer = Consumer.make({
       queue,
+      ...queueOptions,
       schema: Task,
       prefetch,
       onFailure: "reject",
@@ -266,6 +276,7 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
         AMQP_QUEUE: queue,
         AMQP_RESULT_QUEUE: results,
         AMQP_PREFETCH: String(prefetch),
+        AMQP_QUEUE_TYPE: quorum ? "quorum" : "classic",
         LOG_LEVEL: "Warn",
         WORK_MS: "0",
         HTTP_PORT: process.env["BENCH_HTTP_PORT"] ?? "9464"
@@ -312,7 +323,7 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
     const connection = new RabbitClient(URL)
     const publisher = connection.createPublisher({ confirm: true })
     const consumer = connection.createConsumer(
-      { queue, queueOptions: { durable: true }, qos: { prefetchCount: prefetch } },
+      { queue, queueOptions: { durable: true, arguments: queueArguments }, qos: { prefetchCount: prefetch } },
       async (message) => {
         const id = taskId(Buffer.isBuffer(message.body) ? message.body : Buffer.from(JSON.stringify(message.body)))
         await publisher.send({ routingKey: results, durable: true, messageId: id }, resultBody(id))

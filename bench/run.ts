@@ -9,6 +9,9 @@
  *    persistent result to a durable queue and wait for its confirm, then ack.
  * 1c. Confirmed publishing alone: persistent publishes to a durable queue,
  *    each awaited, with 100 and with 1,000 in flight.
+ * 1d. The real path as users run it in production: RabbitMQ 4.3, quorum
+ *    queues (the broker of `scripts/rabbitmq4.sh up`, or `BENCH_AMQP4_URL`;
+ *    skipped, and said so, when none answers).
  * 2. Recovery: from a server-side connection close (rabbitmqctl) to the next
  *    message handled, over repeated faults, against the backoff base delay.
  * 3. Shutdown drain: from SIGTERM to exit of the worker process with 100
@@ -23,7 +26,7 @@
  * and how much the broker.
  *
  * Results go to bench/results/latest.json and bench/results/bench.svg.
- * `--quick` runs a smaller version (for a smoke test); `--only=work,publish`
+ * `--quick` runs a smaller version (for a smoke test); `--only=work,quorum`
  * runs some parts only (results then go to bench/results/partial.json).
  */
 import { execFileSync, spawn } from "node:child_process"
@@ -45,6 +48,8 @@ const quick = process.argv.includes("--quick")
 const only = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",")
 const runs = (part: string) => only === undefined || only.includes(part)
 const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
+/** A RabbitMQ 4.x node for the quorum-queue part (`scripts/rabbitmq4.sh up` starts one on 5680). */
+const BROKER4_URL = process.env.BENCH_AMQP4_URL ?? "amqp://guest:guest@127.0.0.1:5680"
 const root = fileURLToPath(new URL("..", import.meta.url))
 const config = {
   messages: quick ? 5_000 : 50_000,
@@ -57,6 +62,7 @@ const config = {
   // shared machine vary by ±15%.
   rounds: quick ? 1 : 10,
   workRounds: quick ? 1 : 12,
+  quorumRounds: quick ? 1 : 6,
   publishRounds: quick ? 1 : 5,
   faults: quick ? 3 : 20,
   drains: quick ? 1 : 3,
@@ -90,8 +96,8 @@ const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** di
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const quietLogs = Layer.succeed(References.MinimumLogLevel, "Error")
 
-const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): Promise<A> => {
-  const connection = await amqp.connect(BROKER_URL)
+const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>, url = BROKER_URL): Promise<A> => {
+  const connection = await amqp.connect(url)
   connection.on("error", () => {})
   try {
     const channel = await connection.createConfirmChannel()
@@ -102,10 +108,12 @@ const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>): 
   }
 }
 
-const deleteQueues = (...queues: ReadonlyArray<string>) =>
+const deleteQueues = (...queues: ReadonlyArray<string>) => deleteQueuesOn(BROKER_URL, queues)
+
+const deleteQueuesOn = (url: string, queues: ReadonlyArray<string>) =>
   withChannel(async (channel) => {
     for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined)
-  })
+  }, url)
 
 const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tags: ["a", "b", "c"], ok: true }))
 
@@ -114,7 +122,7 @@ const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tag
  * id, as real tasks have), declared with `args` (the example worker's queue
  * has its own: it stops on a queue declared otherwise).
  */
-const fill = (queue: string, count: number, unique = false, args: Record<string, unknown> = {}) =>
+const fill = (queue: string, count: number, unique = false, args: Record<string, unknown> = {}, url = BROKER_URL) =>
   withChannel(async (channel) => {
     await channel.deleteQueue(queue).catch(() => undefined)
     await channel.assertQueue(queue, { durable: true, arguments: args })
@@ -125,24 +133,25 @@ const fill = (queue: string, count: number, unique = false, args: Record<string,
       }
     }
     await channel.waitForConfirms()
-  })
+  }, url)
 
 /** A fresh, empty durable queue. */
-const emptyQueue = (queue: string) =>
+const emptyQueue = (queue: string, args: Record<string, unknown> = {}, url = BROKER_URL) =>
   withChannel(async (channel) => {
     await channel.deleteQueue(queue).catch(() => undefined)
-    await channel.assertQueue(queue, { durable: true })
-  })
+    await channel.assertQueue(queue, { durable: true, arguments: args })
+  }, url)
 
 /**
  * The broker's CPU time so far in µs, when it runs on this machine (the node
- * `rabbitmqctl` talks to): each client's run is charged the broker's work
- * too, which the clients change (batched acks spare it, `mandatory` adds).
+ * whose `status` the command prints): each client's run is charged the
+ * broker's work too, which the clients change (batched acks spare it,
+ * `mandatory` adds).
  */
-const brokerCpu: () => number | undefined = (() => {
+const brokerCpuOf = (command: string, args: ReadonlyArray<string>): (() => number | undefined) => {
   let pid: number | undefined
   try {
-    const found = /OS PID: (\d+)/.exec(execFileSync("rabbitmqctl", ["status"], { encoding: "utf8", timeout: 30_000 }))?.[1]
+    const found = /OS PID: (\d+)/.exec(execFileSync(command, args, { encoding: "utf8", timeout: 30_000, cwd: root }))?.[1]
     pid = found === undefined ? undefined : Number(found)
   } catch {
     pid = undefined
@@ -155,7 +164,16 @@ const brokerCpu: () => number | undefined = (() => {
       return undefined
     }
   }
-})()
+}
+
+/** Where a client runs: the broker, its queues' type, and how to read the broker's CPU. */
+interface Target {
+  readonly url: string
+  readonly queueType: "classic" | "quorum"
+  readonly brokerCpu: () => number | undefined
+}
+
+const classic: Target = { url: BROKER_URL, queueType: "classic", brokerCpu: brokerCpuOf("rabbitmqctl", ["status"]) }
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -173,14 +191,21 @@ interface ClientRun {
   readonly brokerCpuMicrosPerMessage: number | undefined
 }
 
-const runClient = async (scenario: string, client: string, queue: string, count: number, parameter: number) => {
+const runClient = async (
+  scenario: string,
+  client: string,
+  queue: string,
+  count: number,
+  parameter: number,
+  target: Target = classic
+) => {
   const port = await freePort()
   return new Promise<ClientRun>((resolve, reject) => {
-    const brokerBefore = brokerCpu()
+    const brokerBefore = target.brokerCpu()
     const child = spawn(process.execPath, ["bench/client.ts", scenario, client, queue, String(count), String(parameter)], {
       cwd: root,
       // Where the example worker serves its health and metrics.
-      env: { ...process.env, BENCH_HTTP_PORT: String(port) },
+      env: { ...process.env, BENCH_HTTP_PORT: String(port), AMQP_URL: target.url, BENCH_QUEUE_TYPE: target.queueType },
       stdio: ["ignore", "pipe", "inherit"]
     })
     let out = ""
@@ -190,7 +215,7 @@ const runClient = async (scenario: string, client: string, queue: string, count:
       clearTimeout(timer)
       const line = out.trim().split("\n").pop() ?? ""
       if (code !== 0) return reject(new Error(`${client} exited ${code}: ${out}`))
-      const brokerAfter = brokerCpu()
+      const brokerAfter = target.brokerCpu()
       const measured = JSON.parse(line) as { seconds: number; cpuMicrosPerMessage: number }
       resolve({
         ...measured,
@@ -310,18 +335,57 @@ const rotate = async (
 // ---------------------------------------------------------------------------
 
 /** The arguments the example worker (src/main.ts, default settings) declares its task queue with. */
-const exampleQueueArguments = (queue: string) =>
-  Topology.queueArguments(queuesOf(queue, Outcome.retry({ maxAttempts: 5, delay: "5 seconds" }), { type: "classic" }).queues[0]!)
+const exampleQueueArguments = (queue: string, type: Target["queueType"]) =>
+  Topology.queueArguments(queuesOf(queue, Outcome.retry({ maxAttempts: 5, delay: "5 seconds" }), { type }).queues[0]!)
 
-const realPath = async () => {
+/** The real path's rounds on `target`: every client, a fresh queue of tasks each run. */
+const realPathOn = async (label: string, target: Target, rounds: number) => {
   const queue = "bench-work"
-  const results = await rotate("work", clients.work, config.workRounds, config.tasks, async (client) => {
-    await fill(queue, config.tasks, true, client === "example-worker" ? exampleQueueArguments(queue) : {})
-    await emptyQueue(`${queue}.done`)
-    return runClient("work", client, queue, config.tasks, config.prefetch)
+  const typed = target.queueType === "quorum" ? { "x-queue-type": "quorum" } : {}
+  const results = await rotate(label, clients.work, rounds, config.tasks, async (client) => {
+    await fill(queue, config.tasks, true, client === "example-worker" ? exampleQueueArguments(queue, target.queueType) : typed, target.url)
+    await emptyQueue(`${queue}.done`, typed, target.url)
+    return runClient("work", client, queue, config.tasks, config.prefetch, target)
   })
-  await deleteQueues(queue, `${queue}.done`, `${queue}.dlq`, `${queue}.retry`, `${queue}.retry.5000ms`)
-  return { tasks: config.tasks, prefetch: config.prefetch, rounds: config.workRounds, ...results }
+  await deleteQueuesOn(target.url, [queue, `${queue}.done`, `${queue}.dlq`, `${queue}.retry`, `${queue}.retry.5000ms`])
+  return { tasks: config.tasks, prefetch: config.prefetch, rounds, ...results }
+}
+
+const realPath = () => realPathOn("work", classic, config.workRounds)
+
+// ---------------------------------------------------------------------------
+// 1d. The real path on RabbitMQ 4.3 with quorum queues
+// ---------------------------------------------------------------------------
+
+/**
+ * The real path where users run it: RabbitMQ 4.x and quorum queues (each
+ * publish a Raft write, confirmed once the log is on disk). One node, so the
+ * broker shares the machine as in the other parts; skipped when no 4.x
+ * broker answers (`bash scripts/rabbitmq4.sh up` starts one).
+ */
+const quorumPath = async () => {
+  const reachable = await amqp.connect(BROKER4_URL, { timeout: 5_000 }).then(
+    async (connection) => {
+      const version = String(connection.connection.serverProperties.version ?? "unknown")
+      await connection.close()
+      return version
+    },
+    () => undefined
+  )
+  if (reachable === undefined) {
+    const reason = `no RabbitMQ 4.x answers at ${BROKER4_URL.replace(/\/\/[^@]*@/, "//")} (bash scripts/rabbitmq4.sh up starts one)`
+    log(`quorum: skipped: ${reason}`)
+    return { skipped: reason }
+  }
+  const target: Target = {
+    url: BROKER4_URL,
+    queueType: "quorum",
+    // The chroot's node when the default address is used; elsewhere the broker's CPU is not known.
+    brokerCpu: process.env.BENCH_AMQP4_URL === undefined
+      ? brokerCpuOf("bash", ["scripts/rabbitmq4.sh", "ctl", "single", "status"])
+      : () => undefined
+  }
+  return { rabbitmq: reachable, ...(await realPathOn("work on RabbitMQ 4.3, quorum queues", target, config.quorumRounds)) }
 }
 
 // ---------------------------------------------------------------------------
@@ -562,6 +626,7 @@ const results = {
   quick,
   throughput: runs("consume") ? await throughput() : undefined,
   realPath: runs("work") ? await realPath() : undefined,
+  quorum: runs("quorum") ? await quorumPath() : undefined,
   publishing: runs("publish") ? await publishing() : undefined,
   recovery: runs("recovery") ? await recovery() : undefined,
   shutdown: runs("shutdown") ? await shutdown() : undefined,
@@ -577,6 +642,7 @@ if (only === undefined) {
 log(`written ${out}.json${only === undefined ? " and the chart" : ""}`)
 if (results.throughput) console.table(results.throughput.summary)
 if (results.realPath) console.table(results.realPath.summary)
+if (results.quorum && "summary" in results.quorum) console.table(results.quorum.summary)
 if (results.publishing) for (const [n, r] of Object.entries(results.publishing.inFlight)) {
   log(`publishing, ${n} in flight`)
   console.table((r as { summary: unknown }).summary)
