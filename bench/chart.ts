@@ -20,6 +20,15 @@ type FreeClient = { readonly msgsPerSec: number; readonly ratioToRaw: number } |
 const freeNote = (free: FreeClient) =>
   free === undefined ? "" : `; a client costing no CPU: about ${free.msgsPerSec.toLocaleString("en")}/s (${free.ratioToRaw.toFixed(2)}x)`
 
+type QuorumPath = {
+  readonly rabbitmq: string
+  readonly tasks: number
+  readonly prefetch: number
+  readonly rounds: number
+  readonly summary: Summary
+  readonly freeClient?: FreeClient
+} | { readonly skipped: string }
+
 export interface Results {
   readonly date: string
   readonly machine: { readonly cpus: number; readonly cpuModel: string; readonly memoryGiB: number; readonly node: string }
@@ -38,15 +47,10 @@ export interface Results {
     readonly summary: Summary
     readonly freeClient?: FreeClient
   }
-  /** The real path on RabbitMQ 4.x with quorum queues, or why it did not run. */
-  readonly quorum?: {
-    readonly rabbitmq: string
-    readonly tasks: number
-    readonly prefetch: number
-    readonly rounds: number
-    readonly summary: Summary
-    readonly freeClient?: FreeClient
-  } | { readonly skipped: string } | undefined
+  /** The real path on RabbitMQ 4.x with quorum queues, one node, or why it did not run. */
+  readonly quorum?: QuorumPath | undefined
+  /** The same on a three-node cluster. */
+  readonly cluster?: QuorumPath | undefined
   readonly publishing: {
     readonly publishes: number
     readonly rounds: number
@@ -101,6 +105,15 @@ const section = (top: number, title: string, note: string, summary: Summary): { 
   return { svg, height: 40 + entries.length * rowHeight + 16 }
 }
 
+const quorumSection = (part: QuorumPath | undefined, title: string, where: string): Array<[string, string, Summary]> =>
+  part === undefined || !("summary" in part) ? [] : [[
+    `The real path on RabbitMQ ${part.rabbitmq}, quorum queues, ${title} (median of ${part.rounds} rounds)`,
+    `${part.tasks.toLocaleString("en")} tasks, prefetch ${part.prefetch}; task and result queues are quorum queues ${where}${
+      freeNote(part.freeClient)
+    }`,
+    part.summary
+  ]]
+
 export const chart = (results: Results): string => {
   const width = 1100
   const sections: Array<[string, string, Summary]> = [
@@ -118,15 +131,8 @@ export const chart = (results: Results): string => {
       }`,
       results.realPath.summary
     ],
-    ...(results.quorum !== undefined && "summary" in results.quorum
-      ? [[
-        `The real path on RabbitMQ ${results.quorum.rabbitmq}, quorum queues (median of ${results.quorum.rounds} rounds)`,
-        `${results.quorum.tasks.toLocaleString("en")} tasks, prefetch ${results.quorum.prefetch}; task and result queues are quorum queues (one node)${
-          freeNote(results.quorum.freeClient)
-        }`,
-        results.quorum.summary
-      ] as [string, string, Summary]]
-      : []),
+    ...quorumSection(results.quorum, "one node", "on one node"),
+    ...quorumSection(results.cluster, "a three-node cluster", "replicated on three nodes (all on this machine)"),
     ...Object.entries(results.publishing.inFlight).map(([n, r]): [string, string, Summary] => [
       `Confirmed publishing, ${n} in flight (median of ${results.publishing.rounds} rounds)`,
       `${results.publishing.publishes.toLocaleString("en")} persistent publishes to a durable queue, each awaited${freeNote(r.freeClient)}`,
@@ -145,7 +151,9 @@ export const chart = (results: Results): string => {
   const facts = [
     `Recovery after a server-side connection close (${results.recovery.faults} faults, backoff base ${results.recovery.baseDelayMs} ms): median ${results.recovery.medianMs} ms, p95 ${results.recovery.p95Ms} ms to the next message handled`,
     `Shutdown with ${results.shutdown.inFlight} messages in flight (handlers of ${results.shutdown.handlerMs} ms): SIGTERM to exit ${results.shutdown.medianDrainMs} ms (median)`,
-    ...(results.quorum !== undefined && "skipped" in results.quorum ? [`The real path on quorum queues: skipped, ${results.quorum.skipped}`] : []),
+    ...[results.quorum, results.cluster].flatMap((part) =>
+      part !== undefined && "skipped" in part ? [`The real path on quorum queues: skipped, ${part.skipped}`] : []
+    ),
     `Memory after ${first?.reconnects} / ${last?.reconnects} forced reconnects: heap ${first?.heapUsedMiB} / ${last?.heapUsedMiB} MiB, RSS ${first?.rssMiB} / ${last?.rssMiB} MiB, open handles +${results.memory.activeResourcesGrowth}`,
     `${results.date.slice(0, 10)} · ${results.machine.cpus} × ${results.machine.cpuModel} · ${results.machine.memoryGiB} GiB · Node ${results.machine.node} · ${
       Object.entries(results.versions).map(([name, v]) => `${name} ${v}`).join(" · ")

@@ -9,9 +9,10 @@
  *    persistent result to a durable queue and wait for its confirm, then ack.
  * 1c. Confirmed publishing alone: persistent publishes to a durable queue,
  *    each awaited, with 100 and with 1,000 in flight.
- * 1d. The real path as users run it in production: RabbitMQ 4.3, quorum
- *    queues (the broker of `scripts/rabbitmq4.sh up`, or `BENCH_AMQP4_URL`;
- *    skipped, and said so, when none answers).
+ * 1d. The real path as users run it in production: RabbitMQ 4.3 and quorum
+ *    queues, on one node and on a three-node cluster (those of
+ *    `scripts/rabbitmq4.sh up`, or `BENCH_AMQP4_URL` and `BENCH_CLUSTER_URL`;
+ *    each skipped, and said so, when nothing answers).
  * 2. Recovery: from a server-side connection close (rabbitmqctl) to the next
  *    message handled, over repeated faults, against the backoff base delay.
  * 3. Shutdown drain: from SIGTERM to exit of the worker process with 100
@@ -26,7 +27,7 @@
  * and how much the broker.
  *
  * Results go to bench/results/latest.json and bench/results/bench.svg.
- * `--quick` runs a smaller version (for a smoke test); `--only=work,quorum`
+ * `--quick` runs a smaller version (for a smoke test); `--only=work,cluster`
  * runs some parts only (results then go to bench/results/partial.json).
  */
 import { execFileSync, spawn } from "node:child_process"
@@ -50,6 +51,8 @@ const runs = (part: string) => only === undefined || only.includes(part)
 const BROKER_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 /** A RabbitMQ 4.x node for the quorum-queue part (`scripts/rabbitmq4.sh up` starts one on 5680). */
 const BROKER4_URL = process.env.BENCH_AMQP4_URL ?? "amqp://guest:guest@127.0.0.1:5680"
+/** A node of a RabbitMQ 4.x cluster (`scripts/rabbitmq4.sh up` starts three, on 5681-5683). */
+const CLUSTER_URL = process.env.BENCH_CLUSTER_URL ?? "amqp://guest:guest@127.0.0.1:5681"
 const root = fileURLToPath(new URL("..", import.meta.url))
 const config = {
   messages: quick ? 5_000 : 50_000,
@@ -148,18 +151,21 @@ const emptyQueue = (queue: string, args: Record<string, unknown> = {}, url = BRO
  * broker's work too, which the clients change (batched acks spare it,
  * `mandatory` adds).
  */
-const brokerCpuOf = (command: string, args: ReadonlyArray<string>): (() => number | undefined) => {
-  let pid: number | undefined
-  try {
-    const found = /OS PID: (\d+)/.exec(execFileSync(command, args, { encoding: "utf8", timeout: 30_000, cwd: root }))?.[1]
-    pid = found === undefined ? undefined : Number(found)
-  } catch {
-    pid = undefined
-  }
-  return () => {
-    if (pid === undefined) return undefined
+const brokerCpuOf = (...commands: ReadonlyArray<readonly [string, ReadonlyArray<string>]>): (() => number | undefined) => {
+  const pids: Array<number> = []
+  for (const [command, args] of commands) {
     try {
-      return cpuMicros(pid)
+      const found = /OS PID: (\d+)/.exec(execFileSync(command, args, { encoding: "utf8", timeout: 30_000, cwd: root }))?.[1]
+      if (found !== undefined) pids.push(Number(found))
+    } catch {
+      // Not on this machine, or not answering: the broker's CPU is not known.
+    }
+  }
+  // Every node, or nothing: a part of the broker's CPU would mislead.
+  if (pids.length < commands.length) return () => undefined
+  return () => {
+    try {
+      return pids.reduce((sum, pid) => sum + cpuMicros(pid), 0)
     } catch {
       return undefined
     }
@@ -173,7 +179,7 @@ interface Target {
   readonly brokerCpu: () => number | undefined
 }
 
-const classic: Target = { url: BROKER_URL, queueType: "classic", brokerCpu: brokerCpuOf("rabbitmqctl", ["status"]) }
+const classic: Target = { url: BROKER_URL, queueType: "classic", brokerCpu: brokerCpuOf(["rabbitmqctl", ["status"]]) }
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -359,12 +365,14 @@ const realPath = () => realPathOn("work", classic, config.workRounds)
 
 /**
  * The real path where users run it: RabbitMQ 4.x and quorum queues (each
- * publish a Raft write, confirmed once the log is on disk). One node, so the
- * broker shares the machine as in the other parts; skipped when no 4.x
- * broker answers (`bash scripts/rabbitmq4.sh up` starts one).
+ * publish a Raft write, confirmed once the log is on disk; on a cluster,
+ * once a majority of the nodes has it). The broker shares the machine, as in
+ * the other parts (on the cluster, all three nodes do). Skipped when no 4.x
+ * broker answers at `url` (`bash scripts/rabbitmq4.sh up` starts them). The
+ * clients connect to one node, where the queues' leaders then are.
  */
-const quorumPath = async () => {
-  const reachable = await amqp.connect(BROKER4_URL, { timeout: 5_000 }).then(
+const quorumPath = async (label: string, url: string, nodes: ReadonlyArray<string> | undefined) => {
+  const version = await amqp.connect(url, { timeout: 5_000 }).then(
     async (connection) => {
       const version = String(connection.connection.serverProperties.version ?? "unknown")
       await connection.close()
@@ -372,21 +380,31 @@ const quorumPath = async () => {
     },
     () => undefined
   )
-  if (reachable === undefined) {
-    const reason = `no RabbitMQ 4.x answers at ${BROKER4_URL.replace(/\/\/[^@]*@/, "//")} (bash scripts/rabbitmq4.sh up starts one)`
-    log(`quorum: skipped: ${reason}`)
+  if (version === undefined) {
+    const reason = `no RabbitMQ 4.x answers at ${url.replace(/\/\/[^@]*@/, "//")} (bash scripts/rabbitmq4.sh up starts one)`
+    log(`${label}: skipped: ${reason}`)
     return { skipped: reason }
   }
   const target: Target = {
-    url: BROKER4_URL,
+    url,
     queueType: "quorum",
-    // The chroot's node when the default address is used; elsewhere the broker's CPU is not known.
-    brokerCpu: process.env.BENCH_AMQP4_URL === undefined
-      ? brokerCpuOf("bash", ["scripts/rabbitmq4.sh", "ctl", "single", "status"])
-      : () => undefined
+    // The chroot's nodes at the default addresses; elsewhere the broker's CPU is not known.
+    brokerCpu: nodes === undefined
+      ? () => undefined
+      : brokerCpuOf(...nodes.map((node) => ["bash", ["scripts/rabbitmq4.sh", "ctl", node, "status"]] as const))
   }
-  return { rabbitmq: reachable, ...(await realPathOn("work on RabbitMQ 4.3, quorum queues", target, config.quorumRounds)) }
+  return { rabbitmq: version, nodes: nodes?.length, ...(await realPathOn(label, target, config.quorumRounds)) }
 }
+
+const quorumNode = () =>
+  quorumPath("work on RabbitMQ 4.3, quorum queues", BROKER4_URL, process.env.BENCH_AMQP4_URL === undefined ? ["single"] : undefined)
+
+const quorumCluster = () =>
+  quorumPath(
+    "work on a RabbitMQ 4.3 cluster, quorum queues",
+    CLUSTER_URL,
+    process.env.BENCH_CLUSTER_URL === undefined ? ["a", "b", "c"] : undefined
+  )
 
 // ---------------------------------------------------------------------------
 // 1c. Confirmed publishing alone
@@ -626,7 +644,8 @@ const results = {
   quick,
   throughput: runs("consume") ? await throughput() : undefined,
   realPath: runs("work") ? await realPath() : undefined,
-  quorum: runs("quorum") ? await quorumPath() : undefined,
+  quorum: runs("quorum") ? await quorumNode() : undefined,
+  cluster: runs("cluster") ? await quorumCluster() : undefined,
   publishing: runs("publish") ? await publishing() : undefined,
   recovery: runs("recovery") ? await recovery() : undefined,
   shutdown: runs("shutdown") ? await shutdown() : undefined,
@@ -643,6 +662,7 @@ log(`written ${out}.json${only === undefined ? " and the chart" : ""}`)
 if (results.throughput) console.table(results.throughput.summary)
 if (results.realPath) console.table(results.realPath.summary)
 if (results.quorum && "summary" in results.quorum) console.table(results.quorum.summary)
+if (results.cluster && "summary" in results.cluster) console.table(results.cluster.summary)
 if (results.publishing) for (const [n, r] of Object.entries(results.publishing.inFlight)) {
   log(`publishing, ${n} in flight`)
   console.table((r as { summary: unknown }).summary)
