@@ -8,7 +8,7 @@
  * | ------------------------ | ------------------------------------ |
  * | `AMQP_URL`               | `amqp://guest:guest@127.0.0.1:5672` (several: comma-separated) |
  * | `AMQP_TLS_CA_FILE`, `AMQP_TLS_CERT_FILE`, `AMQP_TLS_KEY_FILE` | none (PEM files for `amqps://`) |
- * | `AMQP_PREFETCH`          | 20 (1 to 65535)                      |
+ * | `AMQP_PREFETCH`          | 100 (1 to 65535)                     |
  * | `AMQP_HEARTBEAT_SECONDS` | 10 (0 turns heartbeats off)          |
  * | `AMQP_CONNECTION_NAME`   | `effect-rabbitmq-worker`             |
  * | `RECONNECT_BASE_MS`      | 200                                  |
@@ -27,6 +27,7 @@
 import { readFileSync } from "node:fs"
 import { Config, Duration, Effect, Option, Redacted, Schema, SchemaIssue } from "effect"
 import * as Connection from "./Connection.ts"
+import { defaults } from "./Options.ts"
 import type { WorkerOptions } from "./Worker.ts"
 
 /**
@@ -80,7 +81,7 @@ export const DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672"
  */
 export const workerOptions: Config.Config<WorkerOptions> = Config.all({
   url: Config.schema(Schema.Redacted(AmqpUrl), "AMQP_URL").pipe(Config.withDefault(Redacted.make(DEFAULT_URL))),
-  prefetch: int("AMQP_PREFETCH", 1, 65535, 20),
+  prefetch: int("AMQP_PREFETCH", 1, 65535, defaults.prefetch),
   heartbeatSeconds: int("AMQP_HEARTBEAT_SECONDS", 0, 3600, 10),
   connectionName: Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-rabbitmq-worker")),
   connectTimeoutMs: int("AMQP_CONNECT_TIMEOUT_MS", 1, 3_600_000, 10_000),

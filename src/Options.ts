@@ -12,7 +12,7 @@
  *
  * | option                          | default                     | must be                      |
  * | ------------------------------- | --------------------------- | ---------------------------- |
- * | `prefetch`                      | 20                          | an integer, 1 to 65535       |
+ * | `prefetch`                      | 100                         | an integer, 1 to 65535       |
  * | `concurrency` (consumer)        | the prefetch                | an integer, at least 1       |
  * | `maxBodyBytes`                  | 1 MiB                       | an integer above 0           |
  * | `handlerTimeout`                | 5 minutes                   | a finite duration above 0    |
@@ -37,7 +37,10 @@ import { Data, Duration, Option } from "effect"
  * @since 0.1.0
  */
 export const defaults = {
-  prefetch: 20,
+  // The low end of the 100 to 300 that RabbitMQ's guide to acknowledgements recommends. Handlers
+  // that wait (for a result's confirm, say) need a window that size to keep the broker busy:
+  // the example worker on the bench's real path did 0.61x raw amqplib at 20, 0.86x at 100.
+  prefetch: 100,
   maxBodyBytes: 1024 * 1024,
   handlerTimeout: Duration.minutes(5),
   shutdownGrace: Duration.seconds(10),

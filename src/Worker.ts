@@ -71,7 +71,7 @@ import { withSafeLoggers } from "./internal/loggers.ts"
  */
 export interface WorkerOptions {
   readonly connection: Connection.ConnectionOptions
-  /** Default prefetch for consumers that set none. Default 20. */
+  /** Default prefetch for consumers that set none. Default 100. */
   readonly prefetch?: number | undefined
   /** How long in-flight handlers may run on after shutdown begins. Default 10 seconds. */
   readonly shutdownGrace?: Duration.Input | undefined

@@ -24,7 +24,7 @@ describe("WorkerConfig", () => {
       const options = yield* load({})
       assert.strictEqual(Redacted.value(options.connection.url), "amqp://guest:guest@127.0.0.1:5672")
       assert.strictEqual(options.connection.heartbeatSeconds, 10)
-      assert.strictEqual(options.prefetch, 20)
+      assert.strictEqual(options.prefetch, 100)
       assert.deepStrictEqual(options.shutdownGrace, Duration.seconds(10))
       assert.deepStrictEqual(options.reconnect?.base, Duration.millis(200))
       assert.deepStrictEqual(options.reconnect?.max, Duration.millis(30_000))
