@@ -75,6 +75,7 @@ const labels: Readonly<Record<string, string>> = {
   amqplib: "amqplib (raw)",
   "amqplib-batched": "amqplib, batched acks",
   "amqplib-mandatory": "amqplib, mandatory",
+  "amqplib-effect": "amqplib, Effect fibers",
   "example-worker": "example worker (npm start)"
 }
 const label = (client: string) => labels[client] ?? client

@@ -161,6 +161,73 @@ const consumeClients: Record<string, () => Promise<() => Promise<void>>> = {
   }
 }
 
+/**
+ * raw amqplib on this project's wire for the real path (see
+ * `amqplib-batched`): `handle` publishes each task's result with
+ * `wire.publish`, and passes what its confirm called back with to
+ * `wire.settle` (nothing: acked in the turn's batch; an error: nacked back).
+ */
+interface Wire {
+  readonly publish: (id: string, onConfirm: (error: unknown) => void) => void
+  readonly settle: (message: amqp.ConsumeMessage, error: unknown) => void
+}
+const ourWire = async (handle: (wire: Wire, message: amqp.ConsumeMessage) => void) => {
+  const connection = await amqp.connect(URL)
+  coalesceWrites(connection)
+  const channel = await connection.createChannel()
+  const confirms = await connection.createConfirmChannel()
+  await channel.prefetch(prefetch)
+  // Insertion order is tag order.
+  const unsettled = new Map<number, amqp.ConsumeMessage>()
+  const confirmed = new Set<number>()
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    let head: amqp.ConsumeMessage | undefined
+    for (const [tag, message] of unsettled) {
+      if (!confirmed.has(tag)) break
+      head = message
+      unsettled.delete(tag)
+      confirmed.delete(tag)
+    }
+    if (head !== undefined) channel.ack(head, true)
+    for (const tag of confirmed) {
+      channel.ack(unsettled.get(tag)!)
+      unsettled.delete(tag)
+    }
+    confirmed.clear()
+  }
+  const wire: Wire = {
+    publish: (id, onConfirm) => {
+      confirms.publish("", results, resultBuffer(id), {
+        persistent: true,
+        mandatory: true,
+        messageId: id,
+        contentType: "application/json"
+      }, onConfirm)
+    },
+    settle: (message, error) => {
+      const tag = message.fields.deliveryTag
+      if (error !== null && error !== undefined) {
+        unsettled.delete(tag)
+        return channel.nack(message, false, true)
+      }
+      confirmed.add(tag)
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(flush)
+      }
+      tick()
+    }
+  }
+  await channel.consume(queue, (message) => {
+    if (message === null) return
+    unsettled.set(message.fields.deliveryTag, message)
+    handle(wire, message)
+  })
+  return () => connection.close()
+}
+
 /** The worker's real path: a result published with a confirm, then the task acked. */
 const workClients: Record<string, () => Promise<() => Promise<void>>> = {
   /** raw amqplib: a confirm channel for results, the task acked in the confirm callback. */
@@ -189,57 +256,25 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
    * one are acked one by one). The ceiling for a client with this project's
    * guarantees.
    */
-  "amqplib-batched": async () => {
-    const connection = await amqp.connect(URL)
-    coalesceWrites(connection)
-    const channel = await connection.createChannel()
-    const confirms = await connection.createConfirmChannel()
-    await channel.prefetch(prefetch)
-    // Insertion order is tag order.
-    const unsettled = new Map<number, amqp.ConsumeMessage>()
-    const confirmed = new Set<number>()
-    let scheduled = false
-    const flush = () => {
-      scheduled = false
-      let head: amqp.ConsumeMessage | undefined
-      for (const [tag, message] of unsettled) {
-        if (!confirmed.has(tag)) break
-        head = message
-        unsettled.delete(tag)
-        confirmed.delete(tag)
-      }
-      if (head !== undefined) channel.ack(head, true)
-      for (const tag of confirmed) {
-        channel.ack(unsettled.get(tag)!)
-        unsettled.delete(tag)
-      }
-      confirmed.clear()
-    }
-    await channel.consume(queue, (message) => {
-      if (message === null) return
-      const tag = message.fields.deliveryTag
-      unsettled.set(tag, message)
-      const id = taskId(message.content)
-      confirms.publish("", results, resultBuffer(id), {
-        persistent: true,
-        mandatory: true,
-        messageId: id,
-        contentType: "application/json"
-      }, (error) => {
-        if (error !== null && error !== undefined) {
-          unsettled.delete(tag)
-          return channel.nack(message, false, true)
-        }
-        confirmed.add(tag)
-        if (!scheduled) {
-          scheduled = true
-          setImmediate(flush)
-        }
-        tick()
-      })
-    })
-    return () => connection.close()
-  },
+  "amqplib-batched": () =>
+    ourWire((wire, message) => wire.publish(taskId(message.content), (error) => wire.settle(message, error))),
+
+  /**
+   * The same, with each task handled in an Effect fiber of its own, as any
+   * Effect client handles it: an `Effect.gen` handler that waits for its
+   * result's confirm in an `Effect.callback`. No decoding, no outcome rules,
+   * no metrics: what it costs over the ceiling is Effect's runtime, the floor
+   * of an Effect client on this wire; what this project costs over it is its
+   * own.
+   */
+  "amqplib-effect": () =>
+    ourWire((wire, message) => {
+      Effect.runFork(Effect.gen(function*() {
+        const id = taskId(message.content)
+        const error = yield* Effect.callback<unknown>((resume) => wire.publish(id, (error) => resume(Effect.succeed(error))))
+        wire.settle(message, error)
+      }))
+    }),
 
   /** this project: the example worker's handler (decode, publish a confirmed result, then the worker acks). */
   "effect-rabbitmq-worker": async () => {

@@ -68,8 +68,8 @@ const config = {
   // runs in each position equally often. Ten rounds, because single runs on a
   // shared machine vary by ±15%.
   rounds: quick ? 1 : 10,
-  workRounds: quick ? 1 : 12,
-  quorumRounds: quick ? 1 : 6,
+  workRounds: quick ? 1 : 14,
+  quorumRounds: quick ? 1 : 7,
   publishRounds: quick ? 1 : 5,
   faults: quick ? 3 : 20,
   drains: quick ? 1 : 3,
@@ -80,12 +80,13 @@ const peers = ["amqplib", "effect-rabbitmq-worker", "amqp-connection-manager", "
  * Each scenario's clients: the peers, and raw amqplib made to do what this
  * project does on the wire (the ceiling for a client with its guarantees):
  * batched acks for consuming; batched acks, coalesced writes and mandatory
- * results for the real path; mandatory for publishing. Raw amqplib stays the
- * reference of every ratio.
+ * results for the real path; mandatory for publishing. On the real path also
+ * that ceiling with each task in an Effect fiber (`amqplib-effect`: the floor
+ * of any Effect client there). Raw amqplib stays the reference of every ratio.
  */
 const clients = {
   consume: ["amqplib", "amqplib-batched", ...peers.slice(1)],
-  work: ["amqplib", "amqplib-batched", ...peers.slice(1), "example-worker"],
+  work: ["amqplib", "amqplib-batched", "amqplib-effect", ...peers.slice(1), "example-worker"],
   publish: ["amqplib", "amqplib-mandatory", ...peers.slice(1)]
 }
 
