@@ -116,6 +116,24 @@ const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>, u
   }
 }
 
+/**
+ * `f`, tried again (up to 5 times, 2 s apart) when the broker refuses it. A
+ * quorum queue declared again right after it was deleted can be refused
+ * while the deleted queue's Raft members still stop: on the three-node
+ * cluster, `internal_error ... cluster_not_formed`, the connection closed.
+ */
+const retrying = async <A>(what: string, f: () => Promise<A>): Promise<A> => {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await f()
+    } catch (error) {
+      if (attempt >= 5) throw error
+      log(`${what} failed (${error instanceof Error ? error.message : String(error)}); again in 2 s`)
+      await sleep(2_000)
+    }
+  }
+}
+
 const deleteQueues = (...queues: ReadonlyArray<string>) => deleteQueuesOn(BROKER_URL, queues)
 
 const deleteQueuesOn = (url: string, queues: ReadonlyArray<string>) =>
@@ -131,24 +149,26 @@ const body = Buffer.from(JSON.stringify({ id: "task-000000000000", n: 12345, tag
  * has its own: it stops on a queue declared otherwise).
  */
 const fill = (queue: string, count: number, unique = false, args: Record<string, unknown> = {}, url = BROKER_URL) =>
-  withChannel(async (channel) => {
-    await channel.deleteQueue(queue).catch(() => undefined)
-    await channel.assertQueue(queue, { durable: true, arguments: args })
-    for (let i = 0; i < count; i++) {
-      const content = unique ? Buffer.from(JSON.stringify({ id: `task-${i}`, n: i, tags: ["a", "b", "c"], ok: true })) : body
-      if (!channel.sendToQueue(queue, content, { messageId: String(i), persistent: false })) {
-        await new Promise((resolve) => channel.once("drain", resolve))
+  retrying(`filling ${queue}`, () =>
+    withChannel(async (channel) => {
+      await channel.deleteQueue(queue).catch(() => undefined)
+      await channel.assertQueue(queue, { durable: true, arguments: args })
+      for (let i = 0; i < count; i++) {
+        const content = unique ? Buffer.from(JSON.stringify({ id: `task-${i}`, n: i, tags: ["a", "b", "c"], ok: true })) : body
+        if (!channel.sendToQueue(queue, content, { messageId: String(i), persistent: false })) {
+          await new Promise((resolve) => channel.once("drain", resolve))
+        }
       }
-    }
-    await channel.waitForConfirms()
-  }, url)
+      await channel.waitForConfirms()
+    }, url))
 
 /** A fresh, empty durable queue. */
 const emptyQueue = (queue: string, args: Record<string, unknown> = {}, url = BROKER_URL) =>
-  withChannel(async (channel) => {
-    await channel.deleteQueue(queue).catch(() => undefined)
-    await channel.assertQueue(queue, { durable: true, arguments: args })
-  }, url)
+  retrying(`declaring ${queue}`, () =>
+    withChannel(async (channel) => {
+      await channel.deleteQueue(queue).catch(() => undefined)
+      await channel.assertQueue(queue, { durable: true, arguments: args })
+    }, url))
 
 /**
  * The broker's CPU time so far in µs, when it runs on this machine (the node
