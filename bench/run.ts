@@ -117,10 +117,11 @@ const withChannel = async <A>(f: (channel: amqp.ConfirmChannel) => Promise<A>, u
 }
 
 /**
- * `f`, tried again (up to 5 times, 2 s apart) when the broker refuses it. A
- * quorum queue declared again right after it was deleted can be refused
- * while the deleted queue's Raft members still stop: on the three-node
- * cluster, `internal_error ... cluster_not_formed`, the connection closed.
+ * `f`, tried again when it fails (up to 5 times, 2 s apart; each try starts
+ * over on a new connection). A quorum queue declared again right after it
+ * was deleted can be refused while the deleted queue's Raft members still
+ * stop: on the three-node cluster, `internal_error ... cluster_not_formed`,
+ * and the broker closes the connection.
  */
 const retrying = async <A>(what: string, f: () => Promise<A>): Promise<A> => {
   for (let attempt = 1;; attempt++) {
