@@ -9,5 +9,6 @@ USER node
 EXPOSE 9464
 # node itself, not `npm start`: npm does not pass SIGTERM on, and the worker
 # drains its in-flight messages on SIGTERM. Node 24 runs the TypeScript
-# sources directly.
-CMD ["node", "src/main.ts"]
+# sources directly. The same command as `npm start`: garbage collected on
+# the main thread only (README, Run it).
+CMD ["node", "--single-threaded-gc", "src/main.ts"]

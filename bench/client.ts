@@ -4,7 +4,7 @@
  * first message to the last. Run by bench/run.ts.
  *
  *   node bench/client.ts consume <client> <queue> <count> <prefetch>
- *   node bench/client.ts work    <client> <queue> <count> <prefetch>   (client example-worker: node src/main.ts)
+ *   node bench/client.ts work    <client> <queue> <count> <prefetch>   (client example-worker: what npm start runs)
  *   node bench/client.ts publish <client> <queue> <count> <inFlight>
  *
  * - consume: take `count` messages from `queue`, decode, ack.
@@ -22,7 +22,7 @@ import * as Consumer from "../src/Consumer.ts"
 import { coalesceWrites } from "../src/internal/connect.ts"
 import * as Publisher from "../src/Publisher.ts"
 import * as Worker from "../src/Worker.ts"
-import { cpuMicros } from "./proc.ts"
+import { cpuMicros, workerArgs } from "./proc.ts"
 
 const URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672"
 const [scenario = "", client = "", queue = "", countText = "", prefetchText = ""] = process.argv.slice(2)
@@ -296,15 +296,15 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
   },
 
   /**
-   * This project's example worker as users run it (`node src/main.ts`, what
-   * `npm start` runs) with `LOG_LEVEL=Warn` and `WORK_MS=0`, in a process of
+   * This project's example worker as users run it (what `npm start` runs:
+   * `node --single-threaded-gc src/main.ts`) with `LOG_LEVEL=Warn` and `WORK_MS=0`, in a process of
    * its own: its results are counted as they reach the result queue (polled
    * every 5 ms), and its CPU is read from /proc. Its queue is declared with
    * the worker's own arguments (bench/run.ts), or the worker would stop on
    * the conflict.
    */
   "example-worker": async () => {
-    const worker = spawn(process.execPath, ["src/main.ts"], {
+    const worker = spawn(process.execPath, workerArgs(), {
       env: {
         ...process.env,
         AMQP_URL: URL,

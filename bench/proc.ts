@@ -1,10 +1,24 @@
 /**
- * CPU time of another process on this machine, from /proc: the bench charges
- * each client's run with the broker's CPU, and measures the example worker,
- * which runs in a process of its own.
+ * Other processes of a bench run: their CPU time on this machine, from
+ * /proc (the bench charges each client's run with the broker's CPU, and
+ * measures the example worker, which runs in a process of its own), and the
+ * command that starts the example worker as users start it.
  */
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
+
+/**
+ * Node's arguments for the example worker, taken from `npm start` (flags
+ * included), so the bench runs what users run, whatever the script becomes.
+ */
+export const workerArgs = (): Array<string> => {
+  const packageJson = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    readonly scripts: { readonly start: string }
+  }
+  const [command, ...args] = packageJson.scripts.start.trim().split(/\s+/)
+  if (command !== "node") throw new Error(`npm start runs ${command}, not node: the bench cannot start the worker as it does`)
+  return args
+}
 
 let ticks: number | undefined
 

@@ -43,7 +43,7 @@ import * as Outcome from "../src/Outcome.ts"
 import * as Topology from "../src/Topology.ts"
 import * as Worker from "../src/Worker.ts"
 import { chart, type Results } from "./chart.ts"
-import { cpuMicros } from "./proc.ts"
+import { cpuMicros, workerArgs } from "./proc.ts"
 
 const quick = process.argv.includes("--quick")
 const only = process.argv.find((arg) => arg.startsWith("--only="))?.slice("--only=".length).split(",")
@@ -540,7 +540,7 @@ const shutdown = async () => {
   for (let i = 0; i < config.drains; i++) {
     const queue = `bench-drain-${i}`
     await deleteQueues(queue, `${queue}.retry`, `${queue}.retry.5000ms`, `${queue}.dlq`, `${queue}.done`)
-    const child = spawn(process.execPath, ["src/main.ts"], {
+    const child = spawn(process.execPath, workerArgs(), {
       cwd: root,
       env: {
         ...process.env,

@@ -13,8 +13,11 @@
  * `<queue>.dlq`. Everything else is configured as in {@link WorkerConfig}
  * and {@link Logging}. SIGTERM or SIGINT drain the worker and exit 0.
  *
- * Run `node src/main.ts` directly under a process manager: npm does not pass
- * SIGTERM on to its child.
+ * Run `node --single-threaded-gc src/main.ts` (what `npm start` runs)
+ * directly under a process manager: npm does not pass SIGTERM on to its
+ * child. The flag keeps V8's garbage collection on the main thread: on a
+ * worker's few cores, shared with others, its helper threads cost more CPU
+ * than they save (README, Run it).
  *
  * @since 0.1.0
  */

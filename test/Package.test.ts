@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
-import { existsSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
@@ -42,4 +42,14 @@ describe("Package", () => {
       rmSync(out, { recursive: true, force: true })
     }
   }, 60_000)
+
+  // Users start the worker three ways; a flag added to one and not the others would make them run different workers.
+  it("starts the worker with one command: npm start, the Dockerfile's and the README's production command", () => {
+    const read = (file: string) => readFileSync(join(root, file), "utf8")
+    const start = (JSON.parse(read("package.json")) as { scripts: { start: string } }).scripts.start
+    assert.match(start, /^node .*src\/main\.ts$/)
+    const cmd = /^CMD (\[.*\])$/m.exec(read("Dockerfile"))?.[1]
+    assert.deepStrictEqual(JSON.parse(cmd ?? "[]"), start.split(" "))
+    assert.include(read("README.md"), `In production run \`${start}\` directly`)
+  })
 })
