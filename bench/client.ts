@@ -296,8 +296,8 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
   },
 
   /**
-   * This project's example worker as users run it (what `npm start` runs:
-   * `node --single-threaded-gc src/main.ts`) with `LOG_LEVEL=Warn` and `WORK_MS=0`, in a process of
+   * This project's example worker as users run it (what `npm start` runs,
+   * flags included) with `LOG_LEVEL=Warn` and `WORK_MS=0`, in a process of
    * its own: its results are counted as they reach the result queue (polled
    * every 5 ms), and its CPU is read from /proc. Its queue is declared with
    * the worker's own arguments (bench/run.ts), or the worker would stop on

@@ -2,7 +2,8 @@
  * The library as another project gets it: `npm run build` compiles src/ to
  * JavaScript with type declarations (Node does not strip types inside
  * node_modules), and the built entry point, loaded by plain Node, exposes the
- * public modules.
+ * public modules. The worker process starts with one command wherever users
+ * start it.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
