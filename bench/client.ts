@@ -381,19 +381,11 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
  * costs the broker work for each publish.
  */
 const rawPublisher = (mandatory: boolean) => async () => {
-  const connection = await amqp.connect(URL)
-  const channel = await connection.createConfirmChannel()
-  channel.on("return", () => console.error("returned: the bench's queue is missing"))
+  const { channel, connection } = await confirmChannel()
   let sent = 0
   const next = () => {
     if (sent >= count) return
-    const i = sent++
-    channel.publish("", queue, resultBuffer(`p${i}`), {
-      persistent: true,
-      mandatory,
-      messageId: `p${i}`,
-      contentType: "application/json"
-    }, () => {
+    rawPublish(channel, sent++, mandatory, () => {
       tick()
       next()
     })
@@ -402,12 +394,54 @@ const rawPublisher = (mandatory: boolean) => async () => {
   return () => connection.close()
 }
 
+const confirmChannel = async () => {
+  const connection = await amqp.connect(URL)
+  const channel = await connection.createConfirmChannel()
+  channel.on("return", () => console.error("returned: the bench's queue is missing"))
+  return { channel, connection }
+}
+
+const rawPublish = (channel: amqp.ConfirmChannel, i: number, mandatory: boolean, onConfirm: (error: unknown) => void) =>
+  channel.publish("", queue, resultBuffer(`p${i}`), {
+    persistent: true,
+    mandatory,
+    messageId: `p${i}`,
+    contentType: "application/json"
+  }, onConfirm)
+
 /** `tick` as an effect, made once: the raw clients pay nothing per publish for counting either. */
 const ticked = Effect.sync(tick)
 
 const publishClients: Record<string, () => Promise<() => Promise<void>>> = {
   amqplib: rawPublisher(false),
   "amqplib-mandatory": rawPublisher(true),
+
+  /**
+   * The mandatory ceiling published as an Effect client publishes: each
+   * publish in a fiber of its own (`Effect.forEach` with `inFlight` at a
+   * time, as this project's client below), its confirm awaited in an
+   * `Effect.callback`. No encoding, no message record, no typed outcome:
+   * what it costs over the ceiling is Effect's runtime, the floor of any
+   * Effect client publishing this way.
+   */
+  "amqplib-effect": async () => {
+    const { channel, connection } = await confirmChannel()
+    const fiber = Effect.runFork(Effect.forEach(
+      Array.from({ length: count }, (_, i) => i),
+      (i) =>
+        Effect.andThen(
+          Effect.callback<unknown>((resume) => {
+            rawPublish(channel, i, true, (error) => resume(Effect.succeed(error)))
+          }),
+          ticked
+        ),
+      { concurrency: inFlight, discard: true }
+    ))
+    return async () => {
+      await Effect.runPromise(Fiber.interrupt(fiber))
+      await connection.close()
+    }
+  },
 
   "effect-rabbitmq-worker": async () => {
     const fiber = Effect.runFork(

@@ -80,14 +80,15 @@ const peers = ["amqplib", "effect-rabbitmq-worker", "amqp-connection-manager", "
  * Each scenario's clients: the peers, and raw amqplib made to do what this
  * project does on the wire (the ceiling for a client with its guarantees):
  * batched acks for consuming; batched acks, coalesced writes and mandatory
- * results for the real path; mandatory for publishing. On the real path also
- * that ceiling with each task in an Effect fiber (`amqplib-effect`: the floor
- * of any Effect client there). Raw amqplib stays the reference of every ratio.
+ * results for the real path; mandatory for publishing. On the real path and in
+ * publishing also that ceiling with each task or publish in an Effect fiber
+ * (`amqplib-effect`: the floor of any Effect client there). Raw amqplib stays
+ * the reference of every ratio.
  */
 const clients = {
   consume: ["amqplib", "amqplib-batched", ...peers.slice(1)],
   work: ["amqplib", "amqplib-batched", "amqplib-effect", ...peers.slice(1), "example-worker"],
-  publish: ["amqplib", "amqplib-mandatory", ...peers.slice(1)]
+  publish: ["amqplib", "amqplib-mandatory", "amqplib-effect", ...peers.slice(1)]
 }
 
 const log = (line: string) => console.log(`[bench] ${line}`)
