@@ -390,8 +390,9 @@ const workClients: Record<string, () => Promise<() => Promise<void>>> = {
   }
 }
 
-/** `count` persistent publishes, `inFlight` awaited at a time. */
 /**
+ * `count` persistent publishes, `inFlight` awaited at a time.
+ *
  * raw amqplib: a confirm channel, one callback per publish, the next publish
  * sent from it. `mandatory` gives this project's guarantee (a message no
  * queue takes comes back instead of being confirmed and dropped), which
